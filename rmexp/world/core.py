@@ -1,0 +1,130 @@
+"""The toy world: six verifiable domains, split prompts, candidates, gold scores, corpus and SFT data.
+
+`World(seed)` is a pure function of its seed: the knowledge base, the train/held-out split of every
+domain's prompt space and everything sampled from it with a given seed are the same on every machine.
+"""
+from __future__ import annotations
+
+import random
+from functools import cached_property
+
+from rmexp.world.domains import (
+    ATTRIBUTES, BENIGN_OBJECTS, DOMAINS, HARMFUL_OBJECTS, PEOPLE, TOOLS, TOPICS, Factuality, Focus, Math,
+    PreciseIF, Prompt, Safety, Ties, extra_words,
+)
+
+HELDOUT_FRACTION = 0.3  # share of each domain's prompts kept for benchmarks and downstream evaluation
+
+
+def chat_text(prompt: str, response: str | None = None) -> str:
+    """The chat template rendered as text (mirrors the tokenizer's template; a test keeps them equal)."""
+    text = f"<bos> <user> {prompt} <assistant>"
+    return text if response is None else f"{text} {response} <eos>"
+
+
+class World:
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        rng = random.Random(f"world-{seed}")
+        self.domains = {
+            "Factuality": Factuality(rng), "Precise IF": PreciseIF(), "Math": Math(),
+            "Safety": Safety(), "Focus": Focus(), "Ties": Ties(),
+        }
+        assert tuple(self.domains) == DOMAINS
+        self._split: dict[str, dict[str, list[Prompt]]] = {}
+        for name, domain in self.domains.items():
+            prompts = sorted(domain.prompts(), key=lambda p: p.key)
+            random.Random(f"split-{seed}-{name}").shuffle(prompts)
+            n_held = max(2, round(HELDOUT_FRACTION * len(prompts)))
+            self._split[name] = {"heldout": sorted(prompts[:n_held], key=lambda p: p.key),
+                                 "train": sorted(prompts[n_held:], key=lambda p: p.key)}
+
+    # -- prompts and answers ------------------------------------------------------------------
+    def prompts(self, domain: str, split: str) -> list[Prompt]:
+        if domain not in self.domains:
+            raise ValueError(f"unknown domain {domain!r}; the domains are {list(DOMAINS)}")
+        if split not in ("train", "heldout"):
+            raise ValueError(f"unknown split {split!r}; use 'train' or 'heldout'")
+        return self._split[domain][split]
+
+    def gold(self, prompt: Prompt, response: str) -> float:
+        return self.domains[prompt.domain].gold(prompt, response)
+
+    def correct(self, rng: random.Random, prompt: Prompt) -> str:
+        return self.domains[prompt.domain].correct(rng, prompt)
+
+    def wrong(self, rng: random.Random, prompt: Prompt) -> str:
+        """A subtly wrong answer; drawn again until the verifier agrees that it is worse."""
+        domain = self.domains[prompt.domain]
+        for _ in range(50):
+            text = domain.wrong(rng, prompt)
+            if domain.gold(prompt, text) < 1.0:
+                return text
+        raise RuntimeError(f"could not draw a wrong answer for {prompt.key}")
+
+    def distinct(self, rng: random.Random, prompt: Prompt, n: int, good: bool, avoid=()) -> list[str]:
+        """n different answers, all correct (good) or all wrong, none in `avoid`."""
+        out: list[str] = []
+        for _ in range(200 * n):
+            text = self.correct(rng, prompt) if good else self.wrong(rng, prompt)
+            if text not in out and text not in avoid and (self.gold(prompt, text) == 1.0) == good:
+                out.append(text)
+                if len(out) == n:
+                    return out
+        raise RuntimeError(f"could not draw {n} distinct {'correct' if good else 'wrong'} answers for {prompt.key}")
+
+    # -- vocabulary ------------------------------------------------------------------------------
+    @cached_property
+    def vocab(self) -> list[str]:
+        words = set(extra_words()) | {str(d) for d in range(10)}
+        for values in ATTRIBUTES.values():
+            words |= set(values)
+        words |= set(ATTRIBUTES)
+        for topic, ws in TOPICS.items():
+            words |= {topic, *ws}
+        for phrase in (*HARMFUL_OBJECTS, *PEOPLE, *BENIGN_OBJECTS, *TOOLS):
+            words |= set(phrase.split())
+        for domain in self.domains.values():
+            for p in domain.prompts():
+                words |= set(p.text.split())
+            for line in getattr(domain, "truths", lambda: [])():
+                words |= set(line.split())
+            # Answers too, so a word used only by a generator's phrasing is not missed.
+            rng = random.Random(0)
+            for p in domain.prompts():
+                words |= set(domain.correct(rng, p).split()) | set(domain.wrong(rng, p).split())
+        return sorted(words)
+
+    # -- corpora -------------------------------------------------------------------------------
+    def truths(self, domain: str) -> list[str]:
+        return getattr(self.domains[domain], "truths", lambda: [])()
+
+    def pretraining_docs(self, mix: dict[str, float], n_docs: int, seed: int) -> list[str]:
+        """Documents of world truths and correct train-split dialogues, domains drawn by `mix`.
+
+        Held-out prompts never appear as dialogues: knowledge about them comes only from the
+        declarative truths (as a real base model knows facts it was never quizzed on).
+        """
+        rng = random.Random(f"corpus-{self.seed}-{seed}")
+        names = [d for d in DOMAINS if mix.get(d, 0) > 0]
+        weights = [mix[d] for d in names]
+        docs = []
+        for _ in range(n_docs):
+            domain = rng.choices(names, weights)[0]
+            truths = self.truths(domain)
+            if truths and rng.random() < 0.6:
+                docs.append(" ".join(rng.choice(truths) for _ in range(3)))
+            else:
+                p = rng.choice(self.prompts(domain, "train"))
+                docs.append(chat_text(p.text, self.correct(rng, p)))
+        return docs
+
+    def sft_examples(self, n: int, wrong_rate: float, seed: int) -> list[tuple[Prompt, str]]:
+        """Dialogues on train prompts, a `wrong_rate` share of them with a wrong answer (policy headroom)."""
+        rng = random.Random(f"sft-{self.seed}-{seed}")
+        out = []
+        for i in range(n):
+            domain = DOMAINS[i % len(DOMAINS)]
+            p = rng.choice(self.prompts(domain, "train"))
+            out.append((p, self.wrong(rng, p) if rng.random() < wrong_rate else self.correct(rng, p)))
+        return out
