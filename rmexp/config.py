@@ -60,7 +60,7 @@ class DataConfig:
     source: str = "toy"              # toy: drawn from the world | files: local jsonl/parquet or a hub id
     path: Optional[str] = None       # files: preference file (prompt, chosen, rejected) or hub dataset id
     split: str = "train"             # hub split name for source=files with a hub id
-    size: int = 2000                 # preference pairs
+    size: int = 8000                 # preference pairs
     domain_weights: Dict[str, float] = field(default_factory=_even_mix)  # the data mix
     label_noise: float = 0.0         # share of pairs with chosen and rejected swapped (1.0 flips all)
     eval_fraction: float = 0.1       # held-out pairs for eval/acc
@@ -70,8 +70,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 1
-    lr: float = 1e-3
+    epochs: int = 2
+    lr: float = 2e-3
     schedule: str = "cosine"         # constant | linear | cosine, after warmup
     warmup_ratio: float = 0.05
     batch_size: int = 32             # pairs per step

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
 
 from rmexp.config import config_hash, load_model_config
+from rmexp.progress import progress_bar
 from rmexp.world.core import World, chat_text
 from rmexp.world.domains import DOMAINS
 from rmexp.world.tokenizer import build_tokenizer
@@ -73,7 +73,7 @@ def pretrain(model, tok, world: World, cfg: DictConfig, progress: bool) -> list[
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.95), weight_decay=0.01)
     model.train()
     losses = []
-    bar = tqdm(range(steps), desc=f"pretrain {cfg.name}", disable=not progress, leave=False)
+    bar = progress_bar(range(steps), f"pretrain {cfg.name}", progress)
     for step in bar:
         idx = order[(step * batch) % len(order):][:batch]
         if len(idx) < batch:
@@ -88,7 +88,7 @@ def pretrain(model, tok, world: World, cfg: DictConfig, progress: bool) -> list[
         opt.step()
         losses.append(loss.item())
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return losses
 
 
@@ -113,7 +113,7 @@ def sft(model, tok, world: World, cfg: DictConfig, progress: bool) -> list[float
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr / 3, weight_decay=0.0)
     model.train()
     losses = []
-    for step in tqdm(range(cfg.sft_steps), desc=f"sft {cfg.name}", disable=not progress, leave=False):
+    for step in progress_bar(range(cfg.sft_steps), f"sft {cfg.name}", progress):
         chunk = examples[step * batch:(step + 1) * batch]
         ids, mask, lab = _dialogue_batch(tok, [(p.text, r) for p, r in chunk])
         for group in opt.param_groups:
@@ -152,7 +152,9 @@ def model_path(cfg: DictConfig, world: World, cache_dir: str | Path, progress: b
             return local
         return Path(cfg.path)  # a hub id: from_pretrained resolves it (offline: see load errors)
     root = Path(cache_dir) / "zoo"
-    final = root / f"{cfg.name}-{zoo_key(cfg, world.seed)}"
+    # Named by recipe, not by config name: an SFT variant finds its base under the base's directory.
+    label = f"{cfg.family}_{cfg.size}" + ("_random" if cfg.init == "random" else "") + ("_sft" if cfg.sft_steps else "")
+    final = root / f"{label}-{zoo_key(cfg, world.seed)}"
     if (final / "rmexp_zoo.json").exists():
         return final
     root.mkdir(parents=True, exist_ok=True)

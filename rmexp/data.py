@@ -1,0 +1,96 @@
+"""Where a trial's preference data and benchmarks come from: the toy world, or files / hub datasets.
+
+Real-world rows use the public schemas: preference rows `prompt, chosen, rejected` (strings, or chat
+message lists as in TRL's conversational format), RewardBench 2 rows (`id, prompt, chosen [..],
+rejected [..], subset, ...`) and RewardBench 1 rows (`prompt, chosen, rejected, subset, id, ...`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from rmexp.world import data as world_data
+from rmexp.world.core import World
+
+
+class DataSourceError(RuntimeError):
+    pass
+
+
+def read_rows(path_or_id: str, split: str = "train") -> list[dict]:
+    """Rows of a local .jsonl/.json/.parquet file, or of a hub dataset (needs network or the HF cache)."""
+    import datasets
+
+    local = Path(path_or_id).expanduser()
+    if local.suffix in (".jsonl", ".json", ".parquet"):
+        if not local.exists():
+            raise DataSourceError(f"data file {str(local)!r} does not exist")
+        kind = "parquet" if local.suffix == ".parquet" else "json"
+        return list(datasets.load_dataset(kind, data_files=str(local), split="train"))
+    try:
+        return list(datasets.load_dataset(path_or_id, split=split))
+    except Exception as err:  # offline, unknown id, no cache: one clear message
+        raise DataSourceError(
+            f"could not load dataset {path_or_id!r} (split {split!r}): {type(err).__name__}: {err}. "
+            f"Offline machines need a local copy: download it where there is network "
+            f"(`huggingface-cli download --repo-type dataset {path_or_id} --local-dir DIR`) and pass the "
+            f".jsonl/.parquet file path instead.") from err
+
+
+def _as_text(value, row_id, field_name: str) -> tuple[str | None, str]:
+    """(prompt or None, response) from a string or a chat message list."""
+    if isinstance(value, str):
+        return None, value
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        if value[-1].get("role") != "assistant":
+            raise DataSourceError(f"row {row_id}: {field_name} messages must end with an assistant turn")
+        prompt = "\n".join(m["content"] for m in value[:-1] if m.get("role") == "user")
+        return prompt or None, value[-1]["content"]
+    raise DataSourceError(f"row {row_id}: {field_name} must be a string or a list of chat messages")
+
+
+def normalise_preference_rows(rows: list[dict]) -> list[dict]:
+    out = []
+    for i, row in enumerate(rows):
+        row_id = row.get("id", i)
+        for key in ("chosen", "rejected"):
+            if key not in row:
+                raise DataSourceError(f"row {row_id}: missing column {key!r} (need prompt, chosen, rejected)")
+        p_c, chosen = _as_text(row["chosen"], row_id, "chosen")
+        _, rejected = _as_text(row["rejected"], row_id, "rejected")
+        prompt = row.get("prompt")
+        if isinstance(prompt, list):
+            prompt = "\n".join(m["content"] for m in prompt if m.get("role") == "user")
+        prompt = prompt or p_c
+        if not prompt:
+            raise DataSourceError(f"row {row_id}: no prompt (a prompt column, or chat messages in chosen)")
+        out.append({"id": str(row_id), "prompt": prompt, "chosen": chosen, "rejected": rejected,
+                    "domain": row.get("subset", "files")})
+    return out
+
+
+def preference_rows(cfg: DictConfig, world: World) -> list[dict]:
+    d = cfg.data
+    if d.source == "toy":
+        return world_data.preferences(world, d.size, dict(d.domain_weights), d.label_noise, d.seed)
+    rows = normalise_preference_rows(read_rows(d.path, d.split))
+    return rows[:d.size]
+
+
+def benchmark_rows(cfg: DictConfig, world: World) -> tuple[list[dict], list[dict]]:
+    """(RB2 rows, RB1 rows); either may be empty for file benchmarks."""
+    b = cfg.benchmark
+    if b.source == "toy":
+        return world_data.rb2_rows(world, b.rows_per_subset, b.seed), world_data.rb1_rows(world, b.seed)
+    rb2 = read_rows(b.rb2_path, "test") if b.rb2_path else []
+    rb1 = read_rows(b.rb1_path, "filtered") if b.rb1_path else []
+    for row in rb2:
+        for key in ("id", "prompt", "chosen", "rejected", "subset"):
+            if key not in row:
+                raise DataSourceError(f"RewardBench 2 row {row.get('id', '?')}: missing column {key!r}")
+    for row in rb1:
+        for key in ("id", "prompt", "chosen", "rejected", "subset"):
+            if key not in row:
+                raise DataSourceError(f"RewardBench 1 row {row.get('id', '?')}: missing column {key!r}")
+    return rb2, rb1

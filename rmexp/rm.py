@@ -1,0 +1,273 @@
+"""Reward-model training and scoring.
+
+An RM is `AutoModelForSequenceClassification(num_labels=1)` on a base model; its reward is the score head
+applied to the hidden state of the last real token (right padding). Chosen and rejected go through the
+model in one forward pass; the loss is `-logsigmoid(r_c - r_r - margin)` plus an optional centering term
+`center_coef * mean((r_c + r_r)^2)`. After training, rewards are normalised so that the mean reward over
+the training set is 0; the offset is stored with the model and applied by `RewardModel.score`.
+
+Batches are length-bucketed (pairs of similar length share a batch), so padding waste stays small without
+packing; scoring uses a token budget per batch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rmexp.progress import progress_bar
+
+RM_VERSION = 1  # bump when training changes, so cached RMs are retrained
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text formatting and encoding
+def format_dialogue(tok, prompt: str, response: str) -> str:
+    """The text an RM scores: the tokenizer's chat template when it has one."""
+    if getattr(tok, "chat_template", None):
+        return tok.apply_chat_template([{"role": "user", "content": prompt},
+                                        {"role": "assistant", "content": response}], tokenize=False)
+    return f"{prompt}\n\n{response}{tok.eos_token or ''}"
+
+
+def encode(tok, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids per text, cut from the left to max_length (the score is read at the end, so the end
+    of the response is what must survive); returns the ids and how many texts were cut."""
+    ids = tok(texts, add_special_tokens=False)["input_ids"]
+    cut = sum(len(x) > max_length for x in ids)
+    return [x[-max_length:] for x in ids], cut
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+    return ids, torch.tensor([len(s) for s in seqs])
+
+
+def last_token_rewards(model, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Score head on the last real token of each right-padded row (the head runs on B vectors, not B*T)."""
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long().to(ids.device)
+    hidden = model.base_model(input_ids=ids, attention_mask=mask)[0]
+    last = hidden[torch.arange(ids.shape[0], device=ids.device), (lengths - 1).to(ids.device)]
+    return model.score(last).squeeze(-1).float()
+
+
+def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: float = 0.0,
+                  center_coef: float = 0.0) -> torch.Tensor:
+    loss = -F.logsigmoid(r_chosen - r_rejected - margin).mean()
+    if center_coef:
+        loss = loss + center_coef * ((r_chosen + r_rejected) ** 2).mean()
+    return loss
+
+
+def bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, sort by length inside windows of 32 batches, cut batches, shuffle the batch order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 32
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The trained model, as the other stages use it
+@dataclass
+class RewardModel:
+    model: torch.nn.Module
+    tok: object
+    offset: float = 0.0          # subtracted from raw scores: mean training reward becomes 0
+    max_length: int = 64
+    path: Path | None = None
+    info: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def score_texts(self, texts: list[str], batch_tokens: int = 4096) -> np.ndarray:
+        """Normalised rewards of formatted texts; batches by length under a token budget (no padding waste)."""
+        self.model.eval()
+        ids, _ = encode(self.tok, texts, self.max_length)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = np.empty(len(ids), dtype=np.float64)
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (end - start + 1) * len(ids[order[end]]) <= batch_tokens:
+                end += 1
+            idx = order[start:end]
+            x, lengths = pad_batch([ids[i] for i in idx], self.tok.pad_token_id)
+            out[idx] = last_token_rewards(self.model, x, lengths).double().numpy()
+            start = end
+        return out - self.offset
+
+    def score(self, prompts: list[str], responses: list[str], batch_tokens: int = 4096) -> np.ndarray:
+        return self.score_texts([format_dialogue(self.tok, p, r) for p, r in zip(prompts, responses)], batch_tokens)
+
+
+def load_reward_model(path: Path | str, trust_remote_code: bool = False) -> RewardModel:
+    path = Path(path)
+    info = json.loads((path / "rmexp_rm.json").read_text())
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1,
+                                                               trust_remote_code=trust_remote_code)
+    return RewardModel(model, tok, offset=info["offset"], max_length=info["max_length"], path=path, info=info)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+def split_pairs(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Held-out pairs by prompt, so eval/acc never scores a prompt seen in training."""
+    keys = sorted({r.get("prompt_key", r["prompt"]) for r in rows})
+    random.Random(f"evalsplit-{seed}").shuffle(keys)
+    held = set(keys[:round(eval_fraction * len(keys))])
+    train = [r for r in rows if r.get("prompt_key", r["prompt"]) not in held]
+    return train, [r for r in rows if r.get("prompt_key", r["prompt"]) in held]
+
+
+def _orient_by_gold(row: dict) -> dict:
+    if "gold_chosen" in row and row["gold_chosen"] < row["gold_rejected"]:
+        return {**row, "chosen": row["rejected"], "rejected": row["chosen"],
+                "gold_chosen": row["gold_rejected"], "gold_rejected": row["gold_chosen"]}
+    return row
+
+
+def encode_pairs(tok, rows: list[dict], max_length: int, overlong: str) -> tuple[list[tuple[list[int], list[int]]], dict]:
+    chosen, _ = encode(tok, [format_dialogue(tok, r["prompt"], r["chosen"]) for r in rows], 10 ** 9)
+    rejected, _ = encode(tok, [format_dialogue(tok, r["prompt"], r["rejected"]) for r in rows], 10 ** 9)
+    pairs, truncated, dropped = [], 0, 0
+    for c, r in zip(chosen, rejected):
+        if max(len(c), len(r)) > max_length:
+            if overlong == "drop":
+                dropped += 1
+                continue
+            truncated += 1
+            c, r = c[-max_length:], r[-max_length:]
+        pairs.append((c, r))
+    return pairs, {"data/truncated": float(truncated), "data/dropped": float(dropped)}
+
+
+def pair_forward(model, pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected of a batch in ONE forward pass: rows [c_0..c_B, r_0..r_B]."""
+    ids, lengths = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], pad_id)
+    rewards = last_token_rewards(model, ids, lengths)
+    return rewards[:len(pairs)], rewards[len(pairs):]
+
+
+@torch.no_grad()
+def pair_accuracy(model, pairs, pad_id: int, batch_size: int = 64) -> tuple[float, np.ndarray, np.ndarray]:
+    model.eval()
+    rc, rr = [], []
+    for i in range(0, len(pairs), batch_size):
+        c, r = pair_forward(model, pairs[i:i + batch_size], pad_id)
+        rc.append(c)
+        rr.append(r)
+    if not rc:
+        return float("nan"), np.zeros(0), np.zeros(0)
+    rc, rr = torch.cat(rc).double().numpy(), torch.cat(rr).double().numpy()
+    return float((rc > rr).mean()), rc, rr
+
+
+def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig, out_dir: Path,
+                       trust_remote_code: bool = False, progress: bool = True) -> RewardModel:
+    """Train an RM on preference rows ({prompt, chosen, rejected}), save it to out_dir, return it."""
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    tok = AutoTokenizer.from_pretrained(str(base_path), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:  # many hub tokenizers have none; right padding is masked anyway
+        tok.pad_token = tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1,
+                                                               trust_remote_code=trust_remote_code)
+    model.config.pad_token_id = tok.pad_token_id
+    train_rows, eval_rows = split_pairs(rows, cfg.data.eval_fraction, cfg.data.seed)
+    # eval/acc measures agreement with the truth: where gold scores exist (toy world), held-out pairs
+    # are oriented by gold, so label noise in the data cannot inflate it.
+    eval_rows = [_orient_by_gold(r) for r in eval_rows]
+    train_pairs, data_stats = encode_pairs(tok, train_rows, t.max_length, t.overlong)
+    eval_pairs, _ = encode_pairs(tok, eval_rows, t.max_length, "truncate")
+    if not train_pairs:
+        raise ValueError(f"no training pairs left (data.size={cfg.data.size}, train.overlong={t.overlong}, "
+                         f"train.max_length={t.max_length}, {data_stats})")
+    lengths = [max(len(c), len(r)) for c, r in train_pairs]
+    steps_per_epoch = math.ceil(len(train_pairs) / t.batch_size)
+    total = steps_per_epoch * t.epochs
+    warmup = max(1, round(t.warmup_ratio * total))
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    rng = random.Random(f"batches-{t.seed}")
+    history: dict[str, list[tuple[int, float]]] = {"train/loss": [], "train/acc": [], "train/margin": []}
+    real_tokens, start, step = 0, time.time(), 0
+    model.train()
+    bar = progress_bar(None, "rm train", progress, total=total)
+    for _epoch in range(t.epochs):
+        for batch_idx in bucketed_batches(lengths, t.batch_size, rng):
+            batch = [train_pairs[i] for i in batch_idx]
+            for group in opt.param_groups:
+                group["lr"] = t.lr * lr_factor(step, total, warmup, t.schedule)
+            rc, rr = pair_forward(model, batch, tok.pad_token_id)
+            loss = pairwise_loss(rc, rr, t.margin, t.center_coef)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            opt.step()
+            real_tokens += sum(len(c) + len(r) for c, r in batch)
+            history["train/loss"].append((step, loss.item()))
+            history["train/acc"].append((step, (rc > rr).float().mean().item()))
+            history["train/margin"].append((step, (rc - rr).mean().item()))
+            step += 1
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    seconds = time.time() - start
+    train_acc, rc_all, rr_all = pair_accuracy(model, train_pairs, tok.pad_token_id)
+    eval_acc, _, _ = pair_accuracy(model, eval_pairs, tok.pad_token_id)
+    offset = float(np.concatenate([rc_all, rr_all]).mean())  # mean training reward -> 0
+    tail = max(1, steps_per_epoch // 4)
+    metrics = {
+        "train/loss": float(np.mean([v for _, v in history["train/loss"][-tail:]])),
+        "train/acc": train_acc, "eval/acc": eval_acc, "eval/n": float(len(eval_pairs)),
+        "train/reward_chosen_mean": float(rc_all.mean() - offset),
+        "train/reward_rejected_mean": float(rr_all.mean() - offset),
+        "train/reward_std": float(np.concatenate([rc_all, rr_all]).std()),
+        "train/margin": float((rc_all - rr_all).mean()), "train/n_pairs": float(len(train_pairs)),
+        "train/steps": float(step), "train/seconds": seconds, "train/tokens_per_s": real_tokens / max(seconds, 1e-9),
+        **data_stats,
+    }
+    info = {"offset": offset, "max_length": t.max_length, "metrics": metrics, "history": history,
+            "base_path": str(base_path), "rm_version": RM_VERSION,
+            "config": OmegaConf.to_container(cfg, resolve=True)}
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    (tmp / "rmexp_rm.json").write_text(json.dumps(info))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return RewardModel(model.eval(), tok, offset=offset, max_length=t.max_length, path=out_dir, info=info)

@@ -1,0 +1,168 @@
+"""Datasets drawn from the toy world: preference pairs, RewardBench 2 / RewardBench 1 benchmarks,
+and the decontamination check between a training set and a benchmark.
+
+Row schemas are exactly the public datasets' (allenai/reward-bench-2 and allenai/reward-bench), so the
+same scorers, loaders and export run on toy and real data.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from rmexp.world.core import World
+from rmexp.world.domains import DOMAINS, Prompt
+
+TOY_MODEL = "toy-world"
+
+# RewardBench 1 subsets (official names, so the official section mapping and counts apply) filled from
+# held-out prompts of the toy domains: (subset, domain, prompt filter).
+RB1_LAYOUT: tuple[tuple[str, str, str], ...] = (
+    ("alpacaeval-easy", "Factuality", "all"),
+    ("mt-bench-easy", "Math", "one_step"),
+    ("alpacaeval-length", "Focus", "all"),
+    ("llmbar-natural", "Precise IF", "all"),
+    ("llmbar-adver-neighbor", "Focus", "all"),
+    ("mt-bench-hard", "Math", "two_step"),
+    ("refusals-dangerous", "Safety", "harmful_making"),
+    ("xstest-should-refuse", "Safety", "harmful_violent"),
+    ("xstest-should-respond", "Safety", "benign"),
+    ("math-prm", "Math", "two_step"),
+)
+
+
+def _rb1_filter(p: Prompt, kind: str) -> bool:
+    if kind == "all":
+        return True
+    if kind in ("one_step", "two_step"):
+        return (len(p.get("ops")) == 1) == (kind == "one_step")
+    if kind == "benign":
+        return not p.get("harmful")
+    making = p.get("verb") in ("make", "build", "get")
+    return p.get("harmful") and making == (kind == "harmful_making")
+
+
+def preferences(world: World, size: int, domain_weights: dict[str, float], label_noise: float,
+                seed: int) -> list[dict]:
+    """Preference pairs on train prompts: a correct and a wrong answer, labelled by the verifier.
+
+    `label_noise` is the share of pairs whose chosen and rejected are swapped (data quality); the gold
+    scores stay attached so a run can report how noisy its labels really were.
+    """
+    rng = random.Random(f"prefs-{world.seed}-{seed}")
+    names = [d for d in DOMAINS if domain_weights.get(d, 0) > 0]
+    weights = [domain_weights[d] for d in names]
+    rows = []
+    for i in range(size):
+        domain = rng.choices(names, weights)[0]
+        p = rng.choice(world.prompts(domain, "train"))
+        good, bad = world.correct(rng, p), world.wrong(rng, p)
+        flipped = rng.random() < label_noise
+        chosen, rejected = (bad, good) if flipped else (good, bad)
+        rows.append({"id": f"pref-{i}", "prompt": p.text, "chosen": chosen, "rejected": rejected,
+                     "domain": domain, "prompt_key": p.key, "flipped": flipped,
+                     "gold_chosen": world.gold(p, chosen), "gold_rejected": world.gold(p, rejected)})
+    return rows
+
+
+def rb2_rows(world: World, rows_per_subset: int, seed: int) -> list[dict]:
+    """RewardBench 2 rows from held-out prompts: 1 chosen + 3 rejected; Ties as ref:N / tied:N pairs."""
+    rng = random.Random(f"rb2-{world.seed}-{seed}")
+    rows = []
+    for domain in DOMAINS:
+        prompts = world.prompts(domain, "heldout")
+        if domain == "Ties":
+            # Each Ties prompt number N gives two rows: one correct answer (ref) and several (tied).
+            for n in range(max(1, rows_per_subset // 2)):
+                p = prompts[n % len(prompts)]
+                good = p.get("good")
+                k = min(len(good), 4)
+                tied = world.distinct(rng, p, k, good=True)
+                wrong = world.distinct(rng, p, 3, good=False)
+                ref = [tied[0]]
+                rows.append(_rb2_row(f"ref:{n}", p, ref, wrong, "Ties", {"prompt_key": p.key}))
+                rows.append(_rb2_row(f"tied:{n}", p, tied, wrong, "Ties", {"prompt_key": p.key}))
+            continue
+        for n in range(rows_per_subset):
+            p = prompts[n % len(prompts)]
+            chosen = world.distinct(rng, p, 1, good=True)
+            rejected = world.distinct(rng, p, 3, good=False)
+            rows.append(_rb2_row(f"{domain.lower().replace(' ', '_')}-{n}", p, chosen, rejected, domain,
+                                 {"prompt_key": p.key}))
+    return rows
+
+
+def _rb2_row(row_id: str, p: Prompt, chosen: list[str], rejected: list[str], subset: str, meta: dict) -> dict:
+    return {"id": row_id, "prompt": p.text, "chosen": chosen, "rejected": rejected,
+            "num_correct": len(chosen), "num_incorrect": len(rejected),
+            "total_completions": len(chosen) + len(rejected),
+            "models": [TOY_MODEL] * (len(chosen) + len(rejected)), "subset": subset,
+            "additional_metadata": meta}
+
+
+def rb1_rows(world: World, seed: int, max_per_subset: int = 40) -> list[dict]:
+    """RewardBench 1 pairs (prompt, chosen, chosen_model, rejected, rejected_model, subset, id)."""
+    rng = random.Random(f"rb1-{world.seed}-{seed}")
+    rows = []
+    for subset, domain, kind in RB1_LAYOUT:
+        prompts = [p for p in world.prompts(domain, "heldout") if _rb1_filter(p, kind)]
+        for p in prompts[:max_per_subset]:
+            chosen = world.distinct(rng, p, 1, good=True)[0]
+            rejected = world.distinct(rng, p, 1, good=False)[0]
+            if subset == "alpacaeval-length":
+                # The length subset: the rejected answer is the longer one, as in the official set.
+                for _ in range(20):
+                    if len(rejected.split()) > len(chosen.split()):
+                        break
+                    rejected = world.distinct(rng, p, 1, good=False)[0]
+            rows.append({"prompt": p.text, "chosen": chosen, "chosen_model": TOY_MODEL, "rejected": rejected,
+                         "rejected_model": TOY_MODEL, "subset": subset, "id": len(rows)})
+    return rows
+
+
+@dataclass
+class DecontamReport:
+    n_benchmark: int
+    exact: int            # benchmark prompts equal to a training prompt
+    ngram: int            # benchmark prompts sharing an n-gram (or, if shorter than n, all of it)
+    ngram_size: int
+
+    @property
+    def overlap(self) -> float:
+        return max(self.exact, self.ngram) / max(1, self.n_benchmark)
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"decontam/exact": float(self.exact), "decontam/ngram": float(self.ngram),
+                "decontam/overlap": self.overlap, "decontam/n_benchmark": float(self.n_benchmark)}
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    n = min(n, len(words))  # a prompt shorter than n contributes itself whole
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _contains(haystack: list[str], needle: list[str]) -> bool:
+    k = len(needle)
+    return any(haystack[i:i + k] == needle for i in range(len(haystack) - k + 1))
+
+
+def decontamination(train_prompts: list[str], bench_prompts: list[str], n: int) -> DecontamReport:
+    """Exact and n-gram overlap between training prompts and the distinct benchmark prompts.
+
+    A benchmark prompt is n-gram-contaminated if it shares an n-gram with a training prompt; one
+    shorter than n counts if it occurs whole inside a training prompt.
+    """
+    train = sorted({" ".join(t.split()) for t in train_prompts})
+    grams: set[tuple[str, ...]] = set()
+    for t in train:
+        grams |= _ngrams(t.split(), n)
+    bench = sorted({" ".join(b.split()) for b in bench_prompts})
+    train_set = set(train)
+    exact = sum(b in train_set for b in bench)
+    ngram = 0
+    for b in bench:
+        words = b.split()
+        if len(words) >= n:
+            ngram += any(g in grams for g in _ngrams(words, n))
+        else:
+            ngram += any(_contains(t.split(), words) for t in train)
+    return DecontamReport(n_benchmark=len(bench), exact=exact, ngram=ngram, ngram_size=n)

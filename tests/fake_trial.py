@@ -1,0 +1,59 @@
+"""A fast stand-in for `rmexp.trial.run_trial` in driver/tracking tests.
+
+Metrics are simple functions of the config (so correlations across a sweep are well defined), the call is
+recorded in ``fake_calls.txt`` in the working directory (Ray workers are other processes: a file is how a test
+counts calls), and ``cfg.fail_stage`` makes it raise, like the real trial.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+CALLS_FILE = "fake_calls.txt"
+SIZES = {"xs": 0, "s": 1, "m": 2, "l": 3}
+
+
+class FakeStageError(RuntimeError):
+    pass
+
+
+def fake_metrics(cfg: DictConfig) -> dict[str, float]:
+    e = int(cfg.train.epochs)
+    s = SIZES.get(str(cfg.model.size), 0)
+    fam = 1.0 if cfg.model.family == "llama" else 0.0
+    noise = float(cfg.data.label_noise)
+    rb2 = 0.5 + 0.1 * e + 0.02 * s + 0.01 * fam - 0.2 * noise
+    return {
+        "rb2/overall": rb2,
+        "rb2/Precise IF": 0.4 + 0.05 * e + 0.03 * fam,
+        "rb1/overall": 0.6 + 0.05 * e - 0.02 * fam,
+        "eval/acc": 0.7 + 0.03 * e + 0.01 * s,
+        "bon/gain_16": 0.3 * rb2 + 0.05 * fam * e,
+        "bon/gold_1": 0.2,
+        "train/loss": 0.7 - 0.1 * e,
+    }
+
+
+def fake_trial(cfg: DictConfig, out_dir: Path, progress=None):
+    out_dir = Path(out_dir)
+    with open(Path.cwd() / CALLS_FILE, "a") as f:
+        f.write(f"{cfg.model.name} {cfg.train.epochs} {os.getpid()}\n")
+    if progress is not None:
+        progress(f"fake trial of {cfg.model.name}")
+    if cfg.fail_stage:
+        raise FakeStageError(f"fake failure in stage {cfg.fail_stage}")
+    from rmexp.trial import TrialResult
+
+    metrics = fake_metrics(cfg)
+    e = int(cfg.train.epochs)
+    history = {"train/loss": [(i, 0.7 - 0.1 * (i + 1) / 2) for i in range(2 * e)]}
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    scores = out_dir / "rb2_scores.jsonl"
+    scores.write_text(json.dumps({"id": 0, "score": metrics["rb2/overall"]}) + "\n")
+    plot = out_dir / "plots" / "curve.txt"
+    plot.write_text("a plot\n")
+    return TrialResult(metrics=metrics, params={"model": cfg.model.name, "train.epochs": str(e)},
+                       history=history, artifacts=[scores, plot])

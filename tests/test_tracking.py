@@ -1,0 +1,163 @@
+"""rmexp.tracking: the MLflow layout of one trial, run_single's success and failure paths, and the CLI's
+config-error path. A fake trial function stands in for the real one (tests/fake_trial.py)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+
+from rmexp import tracking as T
+from rmexp.analyze import TRIAL_KEY_TAG
+from rmexp.config import CONF_DIR
+from tests.fake_trial import CALLS_FILE, FakeStageError, fake_metrics, fake_trial
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """cwd = tmp_path, tracking URI = sqlite db in tmp_path; checks no global MLflow state is left behind."""
+    monkeypatch.chdir(tmp_path)
+    before = mlflow.get_tracking_uri()
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    yield uri
+    assert mlflow.get_tracking_uri() == before
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
+    assert mlflow.active_run() is None
+
+
+def _artifacts(client, run_id, path=None) -> set[str]:
+    out = set()
+    for f in client.list_artifacts(run_id, path):
+        out |= _artifacts(client, run_id, f.path) if f.is_dir else {f.path}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- names, URIs
+def test_default_uri_is_absolute_sqlite_in_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert T.default_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    cfg = _cfg()
+    assert T.tracking_uri(cfg) == T.default_tracking_uri()
+    assert T.tracking_uri(_cfg("tracking.uri=sqlite:////x/y.db")) == "sqlite:////x/y.db"
+    assert T.ui_command("sqlite:////x/y.db") == "mlflow ui --backend-store-uri sqlite:////x/y.db --host 127.0.0.1 --port 5000"
+
+
+def test_safe_key_and_axis_params():
+    assert T.safe_key("rb2/Precise IF") == "rb2/Precise IF"
+    assert T.safe_key("bon/gain@16") == "bon/gain_16"
+    assert T.safe_key("a=b") == "a_b"
+    assert T.flatten_axes({"model": "toy_llama_s", "train.lr": 0.0003, "ppo.enabled": True,
+                           "data.domain_weights": {"Math": 3, "Precise IF": 1}}) == {
+        "model": "toy_llama_s", "train.lr": "0.0003", "ppo.enabled": "true",
+        "data.domain_weights.Math": "3", "data.domain_weights.Precise IF": "1"}
+    assert T.axes_label({"model": "m", "train.lr": 0.001, "w": {"Math": 3}}) == "model=m train.lr=0.001 w={Math:3}"
+    assert T.error_summary("Traceback (most recent call last):\n  File x\nValueError: bad\n") == "ValueError: bad"
+    assert T.error_summary(KeyError("k")) == "KeyError: 'k'"
+
+
+def test_experiment_artifacts_beside_db(store, tmp_path):
+    client = MlflowClient(store)
+    exp_id = T.get_or_create_experiment(client, "my sweep", store)
+    assert T.get_or_create_experiment(client, "my sweep", store) == exp_id
+    loc = client.get_experiment(exp_id).artifact_location
+    assert loc == (tmp_path.resolve() / "mlartifacts" / "my_sweep").as_uri()
+
+
+def test_log_trial_result_layout(store, tmp_path):
+    client = MlflowClient(store)
+    exp_id = T.get_or_create_experiment(client, "layout", store)
+    run_id = client.create_run(exp_id).info.run_id
+    out = tmp_path / "out"
+    (out / "plots").mkdir(parents=True)
+    (out / "scores.jsonl").write_text("{}\n")
+    (out / "plots" / "p.png").write_bytes(b"png")
+    history = {"train/loss": [(i, 1.0 - 0.1 * i) for i in range(1500)]}  # > 1000 points: chunked log_batch
+    result = {"metrics": {"train/loss": 0.123, "rb2/overall": 0.7, "bon/gain@16": 0.2},
+              "params": {"model": "from-trial", "lr": 0.1}, "history": history,
+              "artifacts": [out / "scores.jsonl", out / "plots" / "p.png", out / "missing.txt"]}
+    cfg = _cfg("train.epochs=2")
+    T.log_trial_result(client, run_id, result, cfg, axes={"model": "toy_llama_s", "data.domain_weights": {"Math": 3}},
+                       out_dir=out)
+    run = client.get_run(run_id)
+    assert run.data.params["model"] == "toy_llama_s"           # the axis value wins
+    assert run.data.params["lr"] == "0.1"
+    assert run.data.params["data.domain_weights.Math"] == "3"
+    assert run.data.metrics["train/loss"] == pytest.approx(0.123)  # the final value is the latest
+    assert run.data.metrics["bon/gain_16"] == pytest.approx(0.2)
+    series = client.get_metric_history(run_id, "train/loss")
+    assert len(series) == 1501 and max(m.step for m in series) == 1499
+    assert _artifacts(client, run_id) == {"config.yaml", "scores.jsonl", "plots/p.png"}
+    text = Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path))).read_text()
+    assert "epochs: 2" in text
+
+
+# ---------------------------------------------------------------------------------------------------- run_single
+def test_run_single_success(store, capsys):
+    cfg = _cfg("preset=tiny", "train.epochs=2", f"tracking.uri={store}", "tracking.experiment=single")
+    result = T.run_single(cfg, trial_fn=fake_trial)
+    assert result.metrics == fake_metrics(cfg)
+    assert Path(CALLS_FILE).read_text().count("\n") == 1
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("single")
+    [run] = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    key = T.trial_key(cfg)
+    assert run.data.tags[TRIAL_KEY_TAG] == key
+    assert run.info.run_name == f"{cfg.model.name}-{key[:8]}"
+    assert run.data.metrics["rb2/overall"] == pytest.approx(fake_metrics(cfg)["rb2/overall"])
+    assert run.data.params["model"] == cfg.model.name
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [0, 1, 2, 3, 3]
+    assert _artifacts(client, run.info.run_id) == {"config.yaml", "rb2_scores.jsonl", "plots/curve.txt"}
+    printed = capsys.readouterr().out
+    assert run.info.run_id in printed
+    assert f"mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5000" in printed
+
+
+def test_run_single_failure_ends_run_failed(store, tmp_path):
+    cfg = _cfg("preset=tiny", "fail_stage=rm", f"tracking.uri={store}", "tracking.experiment=single")
+    with pytest.raises(FakeStageError, match="fake failure in stage rm"):
+        T.run_single(cfg, trial_fn=fake_trial)
+    client = MlflowClient(store)
+    [run] = client.search_runs([client.get_experiment_by_name("single").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags[T.ERROR_TAG] == "FakeStageError: fake failure in stage rm"
+    assert {"error.txt", "config.yaml"} <= _artifacts(client, run.info.run_id)
+    tb = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()
+    assert "Traceback" in tb and "fake_trial" in tb
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "rmexp", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_bad_value_is_one_line_exit_2(tmp_path):
+    p = _cli("data.size=-5", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: data.size=-5 is not allowed; it must be > 0"], p.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_cli_bad_axis_value_fails_before_work(tmp_path):
+    p = _cli("+sweep=smoke", "sweep.axes.model=[toy_llama_xs,no_such_model]", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    err = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "axis model" in err[0] and "'no_such_model'" in err[0], p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
