@@ -133,6 +133,7 @@ class PPOConfig:
     missing_eos_penalty: float = 1.0 # subtracted from the score of completions that never end
     eval_prompts_per_domain: int = 12
     eval_every: int = 10
+    seed: int = 0                    # PPO's own seed (sampling, minibatch order): vary it without retraining the RM
 
 
 @dataclass

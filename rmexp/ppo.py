@@ -13,7 +13,16 @@ padding garbage never leaks into results.
 
 from __future__ import annotations
 
+import copy
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # ==================================================================================================
@@ -250,3 +259,383 @@ class FixedKLController:
 # ==================================================================================================
 # Training loop (rollout, score, KL, whiten, GAE, update) -- to be added below, built on the primitives.
 # ==================================================================================================
+#
+#   ppo_stage: 0. checks and set-up (policy, frozen reference, value model from the RM, optimisers)
+#              per step: 1. rollout  2. score  3. KL penalty  4. whiten rewards  5. values + GAE  6. update
+#              every `eval_every` steps (and at 0 and the end): evaluation on held-out prompts (gold, proxy, KL)
+#
+# Sequences are [prompt | response] rows, right-padded, with the prompt length per row (`q_len`). Right padding
+# keeps every real position's causal context free of padding, so plain position ids 0..L-1 are right for every
+# family (GPT-2's absolute positions included) and no row is ever fully masked (no NaN from all-masked softmax).
+# Sampling is our own loop (no KV cache: sequences here are <= ~48 tokens), driven by a torch.Generator, so a
+# run is a pure function of its seed on CPU.
+
+EVAL_SEED = 20_231  # evaluation draws: the same for every PPO seed and every eval step (common random numbers)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers of the loop (small, pure where possible; tested in tests/test_ppo.py)
+# --------------------------------------------------------------------------------------------------
+
+def truncate_after_eos(response: Tensor, eos_id: int, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Cut each response after its first eos: (tokens with pad after the first eos, mask, has_eos).
+
+    The mask keeps every token up to and including the first eos (eos is an action the policy took); rows
+    without eos keep all their tokens and get has_eos = False (they ran into max_new_tokens).
+    """
+    is_eos = response == eos_id
+    eos_before = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0  # an eos strictly before t
+    mask = ~eos_before
+    return torch.where(mask, response, torch.full_like(response, pad_id)), mask, is_eos.any(dim=1)
+
+
+def apply_missing_eos_penalty(scores: Tensor, has_eos: Tensor, penalty: float) -> Tensor:
+    """score - penalty for completions that never produced eos (as TRL's `missing_eos_penalty`)."""
+    return torch.where(has_eos, scores, scores - penalty)
+
+
+def score_responses(rm, prompts: list[str], responses: list[str], has_eos: Tensor, penalty: float,
+                    batch_tokens: int = 4096) -> tuple[Tensor, Tensor]:
+    """(reward, proxy): the RM's normalised score of each (prompt, response) text -- read at the last token --
+    and that score minus `penalty` where the completion has no eos. The RM re-tokenises the text, so its
+    tokenizer may differ from the policy's."""
+    proxy = torch.from_numpy(np.asarray(rm.score(prompts, responses, batch_tokens), dtype=np.float32))
+    return apply_missing_eos_penalty(proxy, has_eos, penalty), proxy
+
+
+def check_same_vocab(policy_tok, rm_tok) -> None:
+    """The value model is the RM and reads the policy's token ids: the vocabularies must be the same."""
+    pv, rv = policy_tok.get_vocab(), rm_tok.get_vocab()
+    if pv != rv:
+        differ = sum(rv.get(w) != i for w, i in pv.items()) + len(set(rv) - set(pv))
+        raise ValueError(
+            f"PPO: the reward model's tokenizer ({len(rv)} tokens) does not share the policy's vocabulary "
+            f"({len(pv)} tokens; {differ} entries differ). The value model is initialised from the RM and reads "
+            f"the policy's token ids, so both must use the same tokenizer: pick downstream.policy.model and "
+            f"model from the same tokenizer family.")
+
+
+def prompt_ids(tok, prompt: str) -> list[int]:
+    """Token ids of the chat-formatted prompt, ending where the assistant's response begins."""
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                       tokenize=False)
+    else:
+        from rmexp.world.core import chat_text
+        text = chat_text(prompt)
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def join_sequences(queries: list[list[int]], response: Tensor, resp_mask: Tensor, pad_id: int
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """[prompt | response] rows, right-padded to max(q_len) + T: (ids, attention_mask, q_len)."""
+    B, T = response.shape
+    q_len = torch.tensor([len(q) for q in queries])
+    ids = torch.full((B, int(q_len.max()) + T), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for i, q in enumerate(queries):
+        n = int(resp_mask[i].sum())
+        ids[i, :len(q)] = torch.tensor(q)
+        ids[i, len(q):len(q) + T] = response[i]
+        attn[i, :len(q) + n] = 1
+    return ids, attn, q_len
+
+
+def _response_index(q_len: Tensor, T: int) -> Tensor:
+    """[B, T] positions whose outputs predict (logits) / value (hidden state before) response token t."""
+    return q_len[:, None] - 1 + torch.arange(T)[None, :]
+
+
+def response_logprobs(model, ids: Tensor, attn: Tensor, q_len: Tensor, response: Tensor,
+                      temperature: float) -> Tensor:
+    """log pi(response_t | prompt, response_<t) with the sampling temperature applied to the logits: [B, T]."""
+    logits = model(input_ids=ids, attention_mask=attn).logits
+    idx = _response_index(q_len, response.shape[1]).to(ids.device)
+    sel = logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
+    return torch.log_softmax(sel, dim=-1).gather(2, response[..., None]).squeeze(-1)
+
+
+class ValueModel(torch.nn.Module):
+    """V(s_t) from a copy of the RM: its base model's hidden state at every position, through its `score` head,
+    minus the RM's normalisation offset (so values are in the units of the normalised reward).
+
+    Before training, the value at the position of the last response token is exactly the RM's score."""
+
+    def __init__(self, rm_model: torch.nn.Module, offset: float) -> None:
+        super().__init__()
+        self.body = copy.deepcopy(rm_model)
+        self.offset = float(offset)
+
+    def token_values(self, ids: Tensor, attn: Tensor) -> Tensor:
+        hidden = self.body.base_model(input_ids=ids, attention_mask=attn)[0]
+        return self.body.score(hidden).squeeze(-1).float() - self.offset
+
+    def forward(self, ids: Tensor, attn: Tensor, q_len: Tensor, T: int) -> Tensor:
+        """[B, T]: the value of the state before each response token (prompt + response_<t)."""
+        return self.token_values(ids, attn).gather(1, _response_index(q_len, T).to(ids.device))
+
+
+@torch.no_grad()
+def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: float, eos_id: int,
+             pad_id: int, generator: torch.Generator) -> Tensor:
+    """Sample up to max_new_tokens per prompt (pure sampling at `temperature`): [B, T], pad after eos.
+
+    Prompts of different lengths share one right-padded buffer; row i's next token is read from the logits at
+    its own last position. T is max_new_tokens, or fewer when every row has ended."""
+    B = len(queries)
+    q_len = torch.tensor([len(q) for q in queries])
+    width0 = int(q_len.max())
+    buf = torch.full((B, width0 + max_new_tokens), pad_id, dtype=torch.long)
+    for i, q in enumerate(queries):
+        buf[i, :len(q)] = torch.tensor(q)
+    rows = torch.arange(B)
+    out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
+    done = torch.zeros(B, dtype=torch.bool)
+    steps = 0
+    for t in range(max_new_tokens):
+        width = width0 + t
+        attn = (torch.arange(width)[None, :] < (q_len + t)[:, None]).long()
+        logits = model(input_ids=buf[:, :width], attention_mask=attn).logits[rows, q_len + t - 1].float()
+        probs = torch.softmax(logits / temperature, dim=-1)
+        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        out[:, t] = nxt
+        buf[rows, q_len + t] = nxt
+        done |= nxt == eos_id
+        steps = t + 1
+        if bool(done.all()):
+            break
+    return out[:, :steps]
+
+
+@dataclass
+class Rollout:
+    """One batch of prompts with sampled responses and everything the update needs (no gradients)."""
+    ids: Tensor          # [B, L] prompt + response, right-padded
+    attn: Tensor         # [B, L]
+    q_len: Tensor        # [B]
+    response: Tensor     # [B, T] pad after the first eos
+    mask: Tensor         # [B, T] bool: real response tokens (up to and including the first eos)
+    has_eos: Tensor      # [B] bool
+    texts: list[str]     # decoded responses (special tokens dropped)
+    logprob: Tensor      # [B, T] policy, temperature-scaled
+    ref_logprob: Tensor  # [B, T] reference, temperature-scaled
+
+
+@torch.no_grad()
+def rollout(policy, ref, tok, prompts: list[str], temperature: float, max_new_tokens: int,
+            generator: torch.Generator, chunk: int = 64) -> Rollout:
+    """Step 1: sample responses, cut them after the first eos, recompute policy and reference log-probs."""
+    parts = []
+    for s in range(0, len(prompts), chunk):
+        queries = [prompt_ids(tok, p) for p in prompts[s:s + chunk]]
+        raw = generate(policy, queries, max_new_tokens, temperature, tok.eos_token_id, tok.pad_token_id, generator)
+        response, mask, has_eos = truncate_after_eos(raw, tok.eos_token_id, tok.pad_token_id)
+        ids, attn, q_len = join_sequences(queries, response, mask, tok.pad_token_id)
+        parts.append((ids, attn, q_len, response, mask, has_eos))
+    T = max(p[3].shape[1] for p in parts)
+    L = max(p[0].shape[1] for p in parts)
+
+    def cat(i: int, width: int, fill) -> Tensor:
+        return torch.cat([F.pad(p[i], (0, width - p[i].shape[1]), value=fill) for p in parts])
+
+    ids, attn, response = cat(0, L, tok.pad_token_id), cat(1, L, 0), cat(3, T, tok.pad_token_id)
+    mask, q_len, has_eos = cat(4, T, False), torch.cat([p[2] for p in parts]), torch.cat([p[5] for p in parts])
+    texts = [t.strip() for t in tok.batch_decode(response, skip_special_tokens=True)]
+    logprob = response_logprobs(policy, ids, attn, q_len, response, temperature)
+    ref_logprob = response_logprobs(ref, ids, attn, q_len, response, temperature)
+    return Rollout(ids, attn, q_len, response, mask, has_eos, texts, logprob, ref_logprob)
+
+
+def _trim(r: Rollout, idx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]:
+    """Rows `idx` of a rollout, cut to the widths they need: (ids, attn, q_len, response, mask, T)."""
+    q_len, mask = r.q_len[idx], r.mask[idx]
+    T = int(mask.sum(1).max())
+    L = int(q_len.max()) + T
+    return r.ids[idx, :L], r.attn[idx, :L], q_len, r.response[idx, :T], mask[:, :T], T
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation: one sample per held-out prompt from the current policy (fixed draws), gold / proxy / KL
+# --------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(policy, ref, tok, rm, world, prompts, temperature: float, max_new_tokens: int,
+             batch_tokens: int = 4096) -> dict:
+    gen = torch.Generator().manual_seed(EVAL_SEED)
+    r = rollout(policy, ref, tok, [p.text for p in prompts], temperature, max_new_tokens, gen)
+    gold = np.array([world.gold(p, t) for p, t in zip(prompts, r.texts)])
+    proxy = rm.score([p.text for p in prompts], r.texts, batch_tokens)
+    kl = torch.where(r.mask, r.logprob - r.ref_logprob, torch.zeros_like(r.logprob)).sum(1).double().numpy()
+    domains = [p.domain for p in prompts]
+    per_domain = {d: float(np.mean([g for g, dd in zip(gold, domains) if dd == d]))
+                  for d in dict.fromkeys(domains)}
+    rows = [{"prompt": p.text, "domain": p.domain, "response": t, "gold": float(g), "proxy": float(x),
+             "kl": float(k), "has_eos": bool(e)}
+            for p, t, g, x, k, e in zip(prompts, r.texts, gold, proxy, kl, r.has_eos.tolist())]
+    return {"gold": float(gold.mean()), "proxy": float(proxy.mean()), "kl": float(kl.mean()),
+            "missing_eos": float((~r.has_eos).float().mean()), "domains": per_domain, "rows": rows}
+
+
+def plot_ppo_curve(history: dict[str, list[tuple[int, float]]], path: Path, title: str = "") -> Path:
+    """Gold and proxy (left) and KL to the reference (right) against the PPO step. Over-optimisation shows as
+    gold falling while proxy keeps rising."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_kl) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    steps = [s for s, _ in history["ppo/gold"]]
+    ax.plot(steps, [v for _, v in history["ppo/gold"]], "o-", color="tab:green", label="gold (verifier)")
+    ax.set_xlabel("PPO step")
+    ax.set_ylabel("gold score", color="tab:green")
+    ax.grid(True, alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(steps, [v for _, v in history["ppo/proxy"]], "s--", color="tab:purple", label="proxy (RM)")
+    ax2.set_ylabel("proxy reward (normalised RM score)", color="tab:purple")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [l.get_label() for l in lines], loc="best", fontsize="small")
+    ax.set_title("held-out gold and proxy")
+    ax_kl.plot(steps, [v for _, v in history["ppo/kl"]], "o-", color="tab:red")
+    ax_kl.set_xlabel("PPO step")
+    ax_kl.set_ylabel("KL(policy || SFT), nats per response")
+    ax_kl.grid(True, alpha=0.3)
+    ax_kl.set_title("KL to the reference")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------------
+
+def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
+              ) -> tuple[dict[str, float], dict[str, list[tuple[int, float]]], list[Path]]:
+    """Train the SFT policy `cfg.downstream.policy.model` against `rm` with PPO; measure gold, proxy and KL.
+
+    Returns (metrics, history, artifacts) as the trial expects."""
+    from rmexp import zoo
+    from rmexp.progress import progress_bar
+    from rmexp.world.domains import DOMAINS
+
+    start = time.time()
+    p, pol = cfg.downstream.ppo, cfg.downstream.policy
+    out_dir = Path(out_dir)
+    # 0. Checks before any work, then set-up.
+    n_minibatches = exact_div(p.rollout_batch, p.minibatch, "downstream.ppo.rollout_batch / downstream.ppo.minibatch")
+    if p.kl_kind not in KL_KINDS:
+        raise ValueError(f"downstream.ppo.kl_kind={p.kl_kind!r}; allowed: {', '.join(KL_KINDS)}")
+    torch.manual_seed(p.seed)
+    path, _ = zoo.policy_path(pol.model, world, cache, show_bars)
+    policy, tok = zoo.load_causal_lm(path)
+    check_same_vocab(tok, rm.tok)
+    if tok.eos_token_id is None or tok.pad_token_id is None:
+        raise ValueError(f"PPO: the policy's tokenizer ({path}) needs an eos and a pad token")
+    ref = copy.deepcopy(policy).requires_grad_(False)
+    value_model = ValueModel(rm.model, rm.offset)
+    # Dropout off everywhere (as TRL): log-probs of the rollout and of the update must come from one function.
+    for m in (policy, ref, value_model):
+        m.eval()
+    opt_policy = torch.optim.AdamW(policy.parameters(), lr=p.lr, eps=1e-5)
+    opt_value = torch.optim.AdamW(value_model.parameters(), lr=p.value_lr, eps=1e-5)
+    kl_ctl = AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.adaptive_kl else FixedKLController(p.kl_coef)
+    gen = torch.Generator().manual_seed(p.seed)
+    prompt_rng = random.Random(f"ppo-prompts-{p.seed}")
+    train_prompts = {d: world.prompts(d, "train") for d in DOMAINS}
+    eval_prompts = [q for d in DOMAINS for q in world.prompts(d, "heldout")[:p.eval_prompts_per_domain]]
+    budget = cfg.benchmark.score_batch_tokens
+
+    history: dict[str, list[tuple[int, float]]] = {k: [] for k in (
+        "ppo/gold", "ppo/proxy", "ppo/kl", "ppo/train_reward", "ppo/policy_loss", "ppo/value_loss",
+        "ppo/clipfrac", "ppo/kl_coef", "ppo/train_kl", "ppo/approx_kl", "ppo/missing_eos", "ppo/response_len")}
+    evals: dict[int, dict] = {}
+
+    def run_eval(step: int) -> dict:
+        ev = evaluate(policy, ref, tok, rm, world, eval_prompts, pol.temperature, pol.max_new_tokens, budget)
+        for k in ("gold", "proxy", "kl"):
+            history[f"ppo/{k}"].append((step, ev[k]))
+        evals[step] = ev
+        return ev
+
+    sft = run_eval(0)
+    drawn = 0
+    bar = progress_bar(range(1, p.steps + 1), f"ppo {pol.model}", show_bars)
+    for step in bar:
+        # 1. Rollout: balanced over the six domains, prompts drawn from the train split.
+        batch = []
+        for _ in range(p.rollout_batch):
+            batch.append(prompt_rng.choice(train_prompts[DOMAINS[drawn % len(DOMAINS)]]))
+            drawn += 1
+        r = rollout(policy, ref, tok, [q.text for q in batch], pol.temperature, pol.max_new_tokens, gen)
+        # 2. Score: normalised RM reward at the last token, minus the penalty where eos never came.
+        scores, _ = score_responses(rm, [q.text for q in batch], r.texts, r.has_eos, p.missing_eos_penalty, budget)
+        # 3. KL penalty per token against the reference; the score lands on the last real token.
+        kl_coef = kl_ctl.value
+        rewards, _, kl = compute_rewards(scores, r.logprob, r.ref_logprob, r.mask, kl_coef, p.kl_kind)
+        # 4. Optional reward whitening (scale only: the mean is kept).
+        if p.whiten_rewards:
+            rewards = masked_whiten(rewards, r.mask, shift_mean=False)
+        # 5. Values of the rollout's states, GAE, advantage whitening.
+        with torch.no_grad():
+            values = value_model(r.ids, r.attn, r.q_len, r.response.shape[1])
+        advantages, returns = gae(rewards, values, r.mask, p.gamma, p.lam)
+        advantages = masked_whiten(advantages, r.mask)
+        # 6. PPO epochs over shuffled minibatches: clipped policy and value losses, separate optimisers.
+        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
+        for _epoch in range(p.ppo_epochs):
+            order = torch.randperm(p.rollout_batch, generator=gen).view(n_minibatches, p.minibatch)
+            for idx in order:
+                ids, attn, q_len, response, mask, T = _trim(r, idx)
+                new_logprob = response_logprobs(policy, ids, attn, q_len, response, pol.temperature)
+                new_values = value_model(ids, attn, q_len, T)
+                pg_loss, pg_stats = clipped_policy_loss(new_logprob, r.logprob[idx, :T], advantages[idx, :T],
+                                                        mask, p.clip_range)
+                vf_loss, _ = clipped_value_loss(new_values, values[idx, :T], returns[idx, :T], mask,
+                                                p.clip_range_value)
+                loss = pg_loss + p.vf_coef * vf_loss
+                opt_policy.zero_grad(set_to_none=True)
+                opt_value.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(value_model.parameters(), 1.0)
+                opt_policy.step()
+                opt_value.step()
+                stats["policy_loss"].append(pg_loss.item())
+                stats["value_loss"].append(vf_loss.item())
+                stats["clipfrac"].append(float(pg_stats["clipfrac"]))
+                stats["approx_kl"].append(float(pg_stats["approx_kl"]))
+        mean_kl = float(kl.sum(1).mean())
+        kl_ctl.update(mean_kl, p.rollout_batch)
+        record = {"train_reward": float(scores.mean()), "kl_coef": kl_coef, "train_kl": mean_kl,
+                  "missing_eos": float((~r.has_eos).float().mean()), "response_len": float(r.mask.sum(1).float().mean()),
+                  **{k: float(np.mean(v)) for k, v in stats.items()}}
+        for k, v in record.items():
+            history[f"ppo/{k}"].append((step, v))
+        if step % p.eval_every == 0 or step == p.steps:
+            ev = run_eval(step)
+            bar.set_postfix(gold=f"{ev['gold']:.3f}", proxy=f"{ev['proxy']:.2f}", kl=f"{ev['kl']:.2f}", refresh=False)
+    bar.close()
+
+    final = evals[max(evals)]
+    metrics = {"ppo/gold": final["gold"], "ppo/gold_delta": final["gold"] - sft["gold"], "ppo/proxy": final["proxy"],
+               "ppo/proxy_delta": final["proxy"] - sft["proxy"], "ppo/kl": final["kl"],
+               "ppo/missing_eos": final["missing_eos"], "ppo/sft_gold": sft["gold"], "ppo/sft_proxy": sft["proxy"],
+               "ppo/train_reward": history["ppo/train_reward"][-1][1] if history["ppo/train_reward"] else float("nan")}
+    for d, g in final["domains"].items():
+        metrics[f"ppo/{d}/gold"] = g
+        metrics[f"ppo/{d}/gold_delta"] = g - sft["domains"][d]
+    metrics["ppo/seconds"] = time.time() - start
+    samples = out_dir / "ppo_samples.jsonl"
+    with open(samples, "w") as f:
+        for row in final["rows"]:
+            f.write(json.dumps({**row, "step": max(evals)}) + "\n")
+    curve = plot_ppo_curve(history, out_dir / "ppo_curve.png",
+                           f"PPO: policy {pol.model}, RM {cfg.model.name}")
+    return metrics, history, [curve, samples]

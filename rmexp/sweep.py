@@ -371,8 +371,8 @@ def _trial_task(trial_fn: Callable, cfg: DictConfig, out_dir: str, cwd: str, thr
             shutil.rmtree(out)
         out.mkdir(parents=True)
 
-        def progress(msg: str) -> None:
-            print(f"[{label}] {msg}", flush=True)
+        def progress(msg: str) -> None:  # Ray prefixes worker output with the task name (= label)
+            print(msg, flush=True)
 
         result = T.result_to_dict(T.call_trial(trial_fn, cfg, out, progress))
         payload = {"ok": True, "result": result, "start": start, "end": time.time(), "node": node}
@@ -567,7 +567,8 @@ def _cell(v: Any, width: int = 40) -> str:
 def summary_table(trials: list[TrialOutcome]) -> str:
     """Fixed-width text: trial, its axis values, status, headline metrics, seconds."""
     axes = list(dict.fromkeys(k for t in trials for k in t.spec.axes))
-    metrics = [m for m in SUMMARY_METRICS
+    bon = _bon_gain_key(k for t in trials for k in t.metrics) or "bon/gain_16"
+    metrics = [bon if m == "bon/gain_16" else m for m in SUMMARY_METRICS
                if m not in OPTIONAL_SUMMARY_METRICS or any(m in t.metrics for t in trials)]
     header = ["trial", *axes, "status", *metrics, "seconds"]
     rows = []
@@ -589,16 +590,33 @@ def summary_table(trials: list[TrialOutcome]) -> str:
     return "\n".join(lines)
 
 
-def headline_correlations(df) -> str:
-    from rmexp.analyze import _fmt, headline_pairs
+HEADLINE_BENCH = ("rb2/overall", "rb1/overall", "eval/acc")
+HEADLINE_DOWNSTREAM = ("bon/gain_16", "ppo/gold", "ppo/gold_delta")
 
-    lines = []
-    for b, d in headline_pairs(df):
-        r = df[(df["bench"] == b) & (df["downstream"] == d)].iloc[0]
-        lines.append(f"  {b} vs {d}: pearson r={_fmt(r['pearson'])} [{_fmt(r['pearson_lo'])}, "
-                     f"{_fmt(r['pearson_hi'])}], spearman rho={_fmt(r['spearman'])} "
-                     f"[{_fmt(r['spearman_lo'])}, {_fmt(r['spearman_hi'])}], n={int(r['n'])}")
-    return "\n".join(lines)
+
+def _bon_gain_key(names: Iterable[str]) -> str | None:
+    """``bon/gain_16`` when present, else the top-level ``bon/gain_<N>`` with the largest N (a sweep with
+    fewer samples per prompt has no N=16)."""
+    names = set(names)
+    if "bon/gain_16" in names:
+        return "bon/gain_16"
+    ns = [int(m.group(1)) for n in names if (m := re.fullmatch(r"bon/gain_(\d+)", n))]
+    return f"bon/gain_{max(ns)}" if ns else None
+
+
+def headline_correlations(df) -> str:
+    """The overall benchmark scores against the headline downstream metrics, as a table."""
+    from rmexp.analyze import format_table, headline_pairs
+
+    downstream = set(df["downstream"])
+    heads = [d for d in HEADLINE_DOWNSTREAM if d in downstream and d != "bon/gain_16"]
+    bon = _bon_gain_key(downstream)
+    heads = ([bon] if bon else []) + heads
+    sel = df[df["bench"].isin(HEADLINE_BENCH) & df["downstream"].isin(heads)]
+    if sel.empty:
+        pairs = headline_pairs(df)
+        sel = df[[(b, d) in pairs for b, d in zip(df["bench"], df["downstream"])]]
+    return format_table(sel)
 
 
 def _experiment_name(cfg: DictConfig, base_overrides: list[str]) -> str:
@@ -697,8 +715,8 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
             def refill() -> None:
                 while queue and len(inflight) < limit:
                     t = queue.pop(0)
-                    ref = task.remote(trial_fn, t.spec.cfg, str(runs_root / t.spec.key), cwd, threads,
-                                      t.spec.name, driver_node)
+                    ref = task.options(name=t.spec.name).remote(  # Ray prefixes the trial's output with it
+                        trial_fn, t.spec.cfg, str(runs_root / t.spec.key), cwd, threads, t.spec.name, driver_node)
                     inflight[ref] = (t, time.time())
                     t.status = "RUNNING"
 
@@ -725,6 +743,8 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
                     refill()
                     say(status_line(name, trials, time.time() - t0))
 
+        if started_ray and any(t.status in ("FINISHED", "FAILED") for t in trials):
+            time.sleep(1.0)  # let Ray forward the workers' last lines before the summary
         say("")                                              # 6. summary and correlations
         say(summary_table(trials))
         n_ok = sum(t.status in ("FINISHED", "CACHED") for t in trials)
@@ -735,11 +755,13 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
 
             say("")
             try:
+                import io
+
+                buf = io.StringIO()  # the full table goes to the parent run (correlations.txt), not the terminal
                 result.correlations = analyze_experiment(experiment, uri, parent_run_id=parent_id, n_boot=n_boot,
-                                                         top=15, file=out)
-                head = headline_correlations(result.correlations)
-                if head:
-                    say(f"\nheadline correlations ({n_ok} trials, 95% bootstrap CIs):\n{head}")
+                                                         file=buf)
+                say(f"headline correlations over {n_ok} trials (95% bootstrap CIs; every benchmark x downstream "
+                    f"pair is in correlations.txt on the parent run):\n{headline_correlations(result.correlations)}")
             except Exception as e:  # noqa: BLE001 - the trials are recorded; the analysis can be rerun
                 say(f"[sweep {name}] correlation analysis failed: {T.error_summary(e)}; rerun it with "
                     f"python -m rmexp.analyze --experiment {shlex.quote(experiment)} --tracking-uri {uri} "

@@ -161,3 +161,10 @@ def test_cli_bad_axis_value_fails_before_work(tmp_path):
     assert len(err) == 1 and "axis model" in err[0] and "'no_such_model'" in err[0], p.stderr
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_cli_cfg_job_prints_the_config(tmp_path):
+    p = _cli("--cfg", "job", "+sweep=smoke", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "sweep:\n  name: smoke" in p.stdout and "model:" in p.stdout
+    assert not (tmp_path / "mlflow.db").exists()

@@ -69,15 +69,20 @@ def rb2_rows(world: World, rows_per_subset: int, seed: int) -> list[dict]:
     rng = random.Random(f"rb2-{world.seed}-{seed}")
     rows = []
     for domain in DOMAINS:
+        # A seeded order, not the key-sorted one: cycling through a sorted list would fill a subset
+        # with a corner of the prompt space (e.g. only sums whose first operand is 0..3).
         prompts = world.prompts(domain, "heldout")
+        prompts = rng.sample(prompts, len(prompts))
         if domain == "Ties":
             # Each Ties prompt number N gives two rows: one correct answer (ref) and several (tied).
             for n in range(max(1, rows_per_subset // 2)):
                 p = prompts[n % len(prompts)]
-                good = p.get("good")
-                k = min(len(good), 4)
-                tied = world.distinct(rng, p, k, good=True)
-                wrong = world.distinct(rng, p, 3, good=False)
+                # Several *different* correct numbers (not one number phrased twice), and three
+                # different wrong ones; each answer names exactly one number, so the texts differ.
+                ties = world.domains["Ties"]
+                numbers = rng.sample(list(p.get("good")), min(len(p.get("good")), 4))
+                tied = [ties.correct(rng, p, k) for k in numbers]
+                wrong = [ties.wrong(rng, p, k) for k in rng.sample(list(p.get("bad")), 3)]
                 ref = [tied[0]]
                 rows.append(_rb2_row(f"ref:{n}", p, ref, wrong, "Ties", {"prompt_key": p.key}))
                 rows.append(_rb2_row(f"tied:{n}", p, tied, wrong, "Ties", {"prompt_key": p.key}))
@@ -105,7 +110,9 @@ def rb1_rows(world: World, seed: int, max_per_subset: int = 40) -> list[dict]:
     rows = []
     for subset, domain, kind in RB1_LAYOUT:
         prompts = [p for p in world.prompts(domain, "heldout") if _rb1_filter(p, kind)]
-        for p in prompts[:max_per_subset]:
+        if len(prompts) > max_per_subset:  # a seeded sample, not a key-sorted prefix (see rb2_rows)
+            prompts = sorted(rng.sample(prompts, max_per_subset), key=lambda q: q.key)
+        for p in prompts:
             chosen = world.distinct(rng, p, 1, good=True)[0]
             rejected = world.distinct(rng, p, 1, good=False)[0]
             if subset == "alpacaeval-length":

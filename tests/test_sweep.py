@@ -1,0 +1,283 @@
+"""rmexp.sweep: grid expansion, override formatting, every sweep config composing, bad axis values and resource
+asks failing before any work, failure isolation and resume, against a fake trial function on a real local Ray
+(started once for the module) and a real SQLite MLflow store in tmp_path."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from mlflow import MlflowClient
+from omegaconf import OmegaConf, open_dict
+
+from rmexp import sweep as S
+from rmexp import tracking as T
+from rmexp.analyze import PARENT_TAG, TRIAL_KEY_TAG
+from rmexp.config import CONF_DIR, ConfigError
+from tests.fake_trial import CALLS_FILE, fake_trial
+
+SWEEP_FILES = sorted((CONF_DIR / "sweep").glob("*.yaml"))
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def _calls(path: Path = Path(CALLS_FILE)) -> int:
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _run(overrides, tmp_path, axes=None):
+    ovs = [*overrides, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+    cfg = _compose(ovs)
+    if axes is not None:  # replaces the sweep's axes (an override of sweep.axes would merge into them)
+        with open_dict(cfg):
+            cfg.sweep.axes = axes
+    return S.run_sweep(cfg, trial_fn=fake_trial, overrides=ovs, n_boot=200)
+
+
+# ---------------------------------------------------------------------------------------------------- grid
+def test_expand_grid_order_and_count():
+    grid = S.expand_grid({"model": ["a", "b"], "train.epochs": [1, 2, 3]})
+    assert len(grid) == 6
+    assert grid == [{"model": m, "train.epochs": e} for m in ["a", "b"] for e in [1, 2, 3]]  # first axis slowest
+    w = [{"Math": 3, "Precise IF": 1}, {"Math": 1}]
+    grid = S.expand_grid(OmegaConf.create({"data.domain_weights": w, "data.label_noise": [0.0, 0.2]}))
+    assert [g["data.domain_weights"] for g in grid] == [w[0], w[0], w[1], w[1]]
+    assert isinstance(grid[0]["data.domain_weights"], dict)
+    for bad in ({"x": []}, {"x": 3}):
+        with pytest.raises(ConfigError, match="axis x"):
+            S.expand_grid(bad)
+
+
+@pytest.mark.parametrize("value", [
+    None, True, 3, -2, 0.0003, 1e-05, 1.0, "toy_llama_s", "a b", "it's", "1.5", "true", "x=y,z", "/data/p.jsonl",
+    [1, "a b"], {"Factuality": 3, "Precise IF": 1.5}, {"we:ird,key=": 1},
+])
+def test_format_value_round_trips_through_hydra(value):
+    ov = OverridesParser.create().parse_override(S.format_override("k", value))
+    assert ov.key_or_group == "k"
+    assert ov.value() == value
+
+
+# ---------------------------------------------------------------------------------------------------- configs
+def test_there_are_sweep_configs():
+    assert {p.stem for p in SWEEP_FILES} >= {"smoke", "base_models", "epochs", "rm_size", "data_mix"}
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+def test_every_sweep_config_composes_and_validates(path):
+    lines = path.read_text().splitlines()
+    assert lines[0].strip() == "# @package _global_"
+    assert lines[1].startswith(f"# python -m rmexp +sweep={path.stem}")
+    ovs = [f"+sweep={path.stem}"]
+    cfg = _compose(ovs)
+    assert cfg.sweep.name == path.stem
+    axes = OmegaConf.to_container(cfg.sweep.axes)
+    specs = S.compose_trials(cfg, ovs)
+    n = 1
+    for values in axes.values():
+        n *= len(values)
+    assert len(specs) == n and len({s.key for s in specs}) == n
+    for spec in specs:
+        for key, value in spec.axes.items():
+            if key in ("model",):
+                assert spec.cfg.model.name == value
+            elif isinstance(value, dict):
+                assert {k: spec.cfg.data.domain_weights[k] for k in value} == value
+            else:
+                assert OmegaConf.select(spec.cfg, key) == value
+        assert spec.name == f"{spec.cfg.model.name}-{spec.key[:8]}"
+    # the sweep itself (and tracking/ray) is not part of a trial's identity
+    cfg0 = specs[0].cfg.copy()
+    with open_dict(cfg0):
+        cfg0.sweep.name = "other"
+        cfg0.tracking.experiment = "other"
+        cfg0.ray.max_parallel = 7
+    assert T.trial_key(cfg0) == specs[0].key
+
+
+def test_smoke_is_tiny_and_cli_overrides_apply():
+    ovs = ["+sweep=smoke", "data.size=300", "model=toy_llama_l"]  # model is an axis: the axis wins
+    specs = S.compose_trials(_compose(ovs), ovs)
+    assert [s.label for s in specs] == ["model=toy_llama_xs train.epochs=1", "model=toy_llama_xs train.epochs=2",
+                                        "model=toy_gpt2_xs train.epochs=1", "model=toy_gpt2_xs train.epochs=2"]
+    tiny = yaml.safe_load((CONF_DIR / "preset" / "tiny.yaml").read_text())
+    for s in specs:
+        assert s.cfg.data.size == 300
+        assert s.cfg.benchmark.rows_per_subset == tiny["benchmark"]["rows_per_subset"]
+
+
+def _with_axes(axes, base=("+sweep=smoke",)):
+    cfg = _compose(base)
+    with open_dict(cfg):
+        cfg.sweep.axes = axes
+    return cfg
+
+
+@pytest.mark.parametrize("axes,axis,value", [
+    ({"model": ["toy_llama_xs", "no_such_model"]}, "model", "'no_such_model'"),
+    ({"train.epochs": [1], "data.size": [100, -5]}, "data.size", "-5"),
+    ({"train.epochz": [1]}, "train.epochz", "1"),
+    ({"data.domain_weights": [{"Math": -1}]}, "data.domain_weights", "{'Math': -1}"),
+])
+def test_bad_axis_value_named_before_any_trial(axes, axis, value, workdir, tmp_path):
+    cfg = _with_axes(axes)
+    with pytest.raises(ConfigError) as e:
+        S.compose_trials(cfg, ["+sweep=smoke"])
+    msg = str(e.value)
+    assert f"axis {axis}: value {value} is not allowed" in msg
+    assert "\n" not in msg
+    with open_dict(cfg):
+        cfg.tracking.uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(ConfigError):  # the driver: nothing starts, nothing is recorded
+        S.run_sweep(cfg, trial_fn=fake_trial, overrides=["+sweep=smoke"])
+    assert _calls() == 0 and not (tmp_path / "mlflow.db").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- resources
+def test_check_resources_counts_and_refuses():
+    nodes = [{"CPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}]
+    assert S.check_resources(1, 0, nodes) == 10
+    assert S.check_resources(2, 0.5, nodes) == 4
+    with pytest.raises(S.ResourceError, match=r"ray.gpus_per_trial=4 .*largest node has 2"):
+        S.check_resources(1, 4, nodes)
+    with pytest.raises(S.ResourceError, match=r"ray.cpus_per_trial=16"):
+        S.check_resources(16, 0, nodes)
+
+
+def test_gpu_ask_on_cpu_cluster_fails_fast(ray_local, workdir, tmp_path):
+    with pytest.raises(S.ResourceError) as e:
+        _run(["+sweep=smoke", "ray.gpus_per_trial=1"], tmp_path)
+    assert "ray.gpus_per_trial=1 GPU(s) but the largest node has 0" in str(e.value)
+    assert "ray.gpus_per_trial=0" in str(e.value)   # what to do about it
+    assert _calls() == 0
+    assert ray_local.is_initialized()                # not shut down: the driver did not start it
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+def _children(client, parent_id):
+    return client.search_runs([client.get_run(parent_id).info.experiment_id],
+                              filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'")
+
+
+def _corr(client, parent_id):
+    return {k: v for k, v in client.get_run(parent_id).data.metrics.items() if k.startswith("corr/")}
+
+
+def test_failed_trials_are_isolated_and_rerun(ray_local, workdir, tmp_path, capsys):
+    ovs = ["+sweep=smoke", "sweep.name=fail_iso"]
+    axes = {"train.epochs": [1, 2], "fail_stage": [None, "bon"]}
+    result = _run(ovs, tmp_path, axes)
+    assert not result.ok and result.n_failed == 2 and result.count("FINISHED") == 2
+    assert _calls() == 4
+    client = MlflowClient(result.tracking_uri)
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
+    children = _children(client, result.parent_run_id)
+    by_status = {}
+    for r in children:
+        by_status.setdefault(r.info.status, []).append(r)
+    assert sorted(by_status) == ["FAILED", "FINISHED"] and len(by_status["FAILED"]) == 2
+    for r in by_status["FAILED"]:
+        assert r.data.tags[T.ERROR_TAG] == "FakeStageError: fake failure in stage bon"
+        assert r.data.params["fail_stage"] == "bon"
+        assert "error.txt" in {f.path for f in client.list_artifacts(r.info.run_id)}
+    for r in by_status["FINISHED"]:
+        assert r.data.metrics["rb2/overall"] > 0 and r.data.params["fail_stage"] == "null"
+        assert {"config.yaml", "rb2_scores.jsonl", "plots"} <= {f.path for f in client.list_artifacts(r.info.run_id)}
+    out = capsys.readouterr().out
+    assert "[sweep fail_iso] 4/4 done (0 cached, 2 failed), 0 running, 0 pending" in out
+    assert "FakeStageError: fake failure in stage bon" in out and "correlations skipped" in out
+    assert "--host 127.0.0.1 --port 5000" in out
+    assert sorted(p.name for p in (tmp_path / "runs" / "fail_iso").iterdir()) == sorted(s.spec.key for s in result.trials)
+
+    again = _run(ovs, tmp_path, axes)                     # finished trials cached, failed ones rerun
+    assert (again.n_cached, again.n_failed, _calls()) == (2, 2, 6)
+
+
+def test_resume_runs_nothing_twice_and_keeps_correlations(ray_local, workdir, tmp_path, capsys):
+    first = _run(["+sweep=smoke"], tmp_path)
+    assert first.ok and first.count("FINISHED") == 4 and _calls() == 4
+    client = MlflowClient(first.tracking_uri)
+    corr1 = _corr(client, first.parent_run_id)
+    assert "corr/pearson/rb2_overall__bon_gain_16" in corr1
+    assert {"correlations.csv", "correlations.txt", "plots"} <= {
+        f.path for f in client.list_artifacts(first.parent_run_id)}
+
+    second = _run(["+sweep=smoke"], tmp_path)
+    assert _calls() == 4                             # no trial started
+    assert second.n_cached == 4 and second.ok and second.parent_run_id != first.parent_run_id
+    assert _corr(client, second.parent_run_id) == corr1
+    originals = {r.data.tags[TRIAL_KEY_TAG]: r.info.run_id for r in _children(client, first.parent_run_id)}
+    copies = _children(client, second.parent_run_id)
+    assert len(copies) == 4
+    for r in copies:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags[T.CACHED_FROM_TAG] == originals[r.data.tags[TRIAL_KEY_TAG]]
+    parent = client.get_run(second.parent_run_id)
+    assert parent.data.tags[T.SWEEP_TAG] == "smoke" and parent.data.tags["rmexp.n_trials"] == "4"
+    assert parent.data.tags[T.COMMAND_TAG].startswith("python -m rmexp +sweep=smoke")
+
+    third = _run(["+sweep=smoke"], tmp_path)         # copies of copies still point at the originals
+    for r in _children(client, third.parent_run_id):
+        assert r.data.tags[T.CACHED_FROM_TAG] == originals[r.data.tags[TRIAL_KEY_TAG]]
+    out = capsys.readouterr().out
+    assert "[sweep smoke] 4/4 done (4 cached, 0 failed), 0 running, 0 pending" in out
+    assert re.search(r"^rb2/overall\s+bon/gain_16\s+4\s", out, re.M)  # the headline correlation table
+
+
+# ---------------------------------------------------------------------------------------------------- CLI glue
+def test_main_exits_1_when_a_trial_failed(monkeypatch):
+    import rmexp.__main__ as M
+
+    class Failed:
+        ok = False
+
+    monkeypatch.setattr(S, "run_sweep", lambda cfg: Failed())
+    with pytest.raises(SystemExit) as e:
+        M.main.__wrapped__(_compose(["+sweep=smoke"]))
+    assert e.value.code == 1
+
+
+def test_status_line_and_summary_table():
+    specs = S.compose_trials(_compose(["+sweep=smoke"]), ["+sweep=smoke"])
+    trials = [S.TrialOutcome(spec=s) for s in specs]
+    trials[0].status, trials[0].metrics, trials[0].seconds = "FINISHED", {"rb2/overall": 0.61}, 3.2
+    trials[1].status = "CACHED"
+    trials[2].status, trials[2].error = "FAILED", "RuntimeError: boom"
+    trials[3].status = "RUNNING"
+    assert S.status_line("smoke", trials, 42) == (
+        "[sweep smoke] 3/4 done (1 cached, 1 failed), 1 running, 0 pending, 0:42 elapsed")
+    table = S.summary_table(trials)
+    header = table.splitlines()[0].split()
+    assert header == ["trial", "model", "train.epochs", "status", "rb2/overall", "rb1/overall", "eval/acc",
+                      "bon/gain_16", "seconds"]
+    assert "0.610" in table and "RuntimeError: boom" in table
+
+
+def test_bon_gain_column_falls_back_to_largest_n():
+    assert S._bon_gain_key(["bon/gain_16", "bon/gain_32"]) == "bon/gain_16"
+    assert S._bon_gain_key(["bon/gain_2", "bon/gain_8", "bon/Math/gain_32", "rb2/overall"]) == "bon/gain_8"
+    assert S._bon_gain_key(["rb2/overall"]) is None

@@ -1,0 +1,141 @@
+"""One trial end to end on the tiny preset, and the real-world path on local files and a local model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rmexp import trial
+from rmexp.config import validate
+from rmexp.world.data import rb1_rows, rb2_rows
+from tests.conftest import compose_config
+
+REQUIRED = ["rb2/overall", "rb2/Factuality", "rb2/Precise IF", "rb2/Math", "rb2/Safety", "rb2/Focus", "rb2/Ties",
+            "rb1/overall", "bon/gain_8", "train/loss", "eval/acc", "decontam/overlap"]
+
+
+def _run(overrides, out_dir):
+    cfg = compose_config(overrides)
+    validate(cfg)
+    return trial.run_trial(cfg, out_dir, progress=lambda msg: None)
+
+
+@pytest.fixture(scope="module")
+def tiny(zoo_cache, tmp_path_factory):
+    return _run(["preset=tiny", f"cache_dir={zoo_cache}"], tmp_path_factory.mktemp("tiny"))
+
+
+def test_tiny_preset_end_to_end(tiny):
+    for key in REQUIRED:
+        assert key in tiny.metrics, key
+    assert 0.0 <= tiny.metrics["rb2/Factuality"] <= 1.0
+    names = {p.name for p in tiny.artifacts}
+    assert {"config.yaml", "rb2_scores.jsonl", "rb1_scores.jsonl", "bon_samples.jsonl", "bon_curves.png",
+            "metrics.json"} <= names
+    assert tiny.params["model"] == "toy_llama_xs" and tiny.params["lineage"] == "same"
+    assert len(tiny.history["train/loss"]) == tiny.metrics["train/steps"]
+    # BoN: the oracle curve never falls below the RM's pick.
+    assert tiny.metrics["bon/oracle_8"] >= tiny.metrics["bon/gold_8"]
+
+
+def test_per_example_scores_reproduce_the_metrics(tiny):
+    """The rb2_scores.jsonl artifact is in the `rmexp.bench score` format and rescoring it gives rb2/*."""
+    from rmexp.bench import score_rb2
+
+    path = next(p for p in tiny.artifacts if p.name == "rb2_scores.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert score_rb2(rows).scores["overall"] == pytest.approx(tiny.metrics["rb2/overall"])
+
+
+def test_cached_rm_gives_the_same_metrics(tiny, zoo_cache, tmp_path):
+    """Rerunning the same trial loads the cached RM and samples: metrics identical to the first run."""
+    again = _run(["preset=tiny", f"cache_dir={zoo_cache}", "data.seed=0", "train.seed=0"], tmp_path)
+    for key in REQUIRED:
+        assert again.metrics[key] == tiny.metrics[key], key
+
+
+def test_retraining_from_scratch_is_deterministic(zoo_cache, tmp_path, tiny):
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(zoo_cache / "zoo", cache / "zoo")  # reuse bases, retrain the RM, resample BoN
+    again = _run(["preset=tiny", f"cache_dir={cache}"], tmp_path / "out")
+    for key in REQUIRED:
+        assert again.metrics[key] == tiny.metrics[key], key
+
+
+def test_flipped_labels_make_a_worse_than_chance_rm(tiny, zoo_cache, tmp_path):
+    flipped = _run(["preset=tiny", f"cache_dir={zoo_cache}", "data.label_noise=1.0"], tmp_path)
+    assert flipped.metrics["data/label_noise_realised"] == 1.0
+    # RB2 is best-of-4: chance is 0.25 on the five non-Ties subsets.
+    assert tiny.metrics["rb2/overall"] > flipped.metrics["rb2/overall"] + 0.1
+    assert tiny.metrics["eval/acc"] > 0.5 > flipped.metrics["eval/acc"]
+
+
+def test_fail_stage_hook_raises_in_that_stage(zoo_cache, tmp_path):
+    with pytest.raises(trial.InjectedFailure, match="stage 'bench'"):
+        _run(["preset=tiny", f"cache_dir={zoo_cache}", "fail_stage=bench"], tmp_path)
+
+
+def test_trial_key_ignores_where_it_runs():
+    a = compose_config(["preset=tiny"])
+    b = compose_config(["preset=tiny", "tracking.uri=sqlite:////tmp/x.db", "ray.cpus_per_trial=2", "threads=2"])
+    c = compose_config(["preset=tiny", "train.epochs=1"])
+    assert trial.trial_key(a) == trial.trial_key(b) != trial.trial_key(c)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The real-world path: a local save_pretrained model, preference files in the public schemas.
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_real_world_path_with_local_model_and_files(world, zoo_cache, tmp_path):
+    import pandas as pd
+
+    from rmexp import zoo
+    from rmexp.config import load_model_config
+    from rmexp.world.data import preferences
+
+    # A "hub model": any save_pretrained directory (here a zoo base copied elsewhere).
+    src = zoo.model_path(load_model_config("toy_llama_xs"), world, zoo_cache, progress=False)
+    model, tok = zoo.load_causal_lm(src)
+    model.save_pretrained(tmp_path / "local-model")
+    tok.save_pretrained(tmp_path / "local-model")
+    # Preferences in TRL's conversational format (chat messages), RB2 as jsonl, RB1 as parquet.
+    prefs = [{"chosen": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
+              "rejected": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["rejected"]}]}
+             for r in preferences(world, 300, {"Safety": 1.0, "Focus": 1.0}, 0.0, 0)]
+    _write_jsonl(tmp_path / "prefs.jsonl", prefs)
+    _write_jsonl(tmp_path / "rb2.jsonl", rb2_rows(world, 4, 0))
+    pd.DataFrame(rb1_rows(world, 0, max_per_subset=3)).to_parquet(tmp_path / "rb1.parquet")
+    result = _run(["model=hf", f"model.path={tmp_path / 'local-model'}", "model.family=llama",
+                   "data=files", f"data.path={tmp_path / 'prefs.jsonl'}", "data.size=300", "train.epochs=1",
+                   "benchmark=rewardbench2", f"benchmark.rb2_path={tmp_path / 'rb2.jsonl'}",
+                   f"benchmark.rb1_path={tmp_path / 'rb1.parquet'}", "downstream.bon.enabled=false",
+                   f"cache_dir={tmp_path / 'cache'}"], tmp_path / "out")
+    assert "rb2/overall" in result.metrics and "rb1/overall" in result.metrics
+    assert result.metrics["train/n_pairs"] > 0 and result.metrics["decontam/overlap"] == 0.0
+
+
+def test_contaminated_benchmark_is_refused(world, zoo_cache, tmp_path):
+    from rmexp.world.data import preferences
+
+    prefs = preferences(world, 200, {"Safety": 1.0}, 0.0, 0)
+    planted = rb2_rows(world, 4, 0)
+    planted[0] = {**planted[0], "prompt": prefs[0]["prompt"]}  # a training prompt in the benchmark
+    _write_jsonl(tmp_path / "rb2.jsonl", planted)
+    _write_jsonl(tmp_path / "prefs.jsonl", [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in prefs])
+    with pytest.raises(trial.DecontaminationError, match="1 exact"):
+        _run(["preset=tiny", f"cache_dir={zoo_cache}", "data=files", f"data.path={tmp_path / 'prefs.jsonl'}",
+              "benchmark=rewardbench2", f"benchmark.rb2_path={tmp_path / 'rb2.jsonl'}", "benchmark.rb1_path=null",
+              "benchmark.decontam_max_overlap=0.0"], tmp_path / "out")
+
+
+def test_offline_hub_dataset_gives_one_clear_error(zoo_cache, tmp_path):
+    from rmexp.data import DataSourceError
+
+    with pytest.raises(DataSourceError, match="could not load dataset 'no-such-org/no-such-data'.*local copy"):
+        _run(["preset=tiny", f"cache_dir={zoo_cache}", "data=files", "data.path=no-such-org/no-such-data"],
+             tmp_path)
