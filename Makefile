@@ -1,0 +1,26 @@
+# Set-up and the two commands the README gives. `make run` and `make test` create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test test-all smoke clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed          ## the main job: the base-model sweep on the embedded toy world
+	$(PY) -m rmexp +sweep=base_models
+
+test: $(VENV)/.installed         ## the default test run (slow tests excluded)
+	$(PY) -m pytest -q
+
+test-all: $(VENV)/.installed     ## every test, the slow end-to-end ones too
+	$(PY) -m pytest -q -m ""
+
+smoke: $(VENV)/.installed
+	$(PY) -m rmexp +sweep=smoke
+
+clean:
+	rm -rf runs outputs .rmexp_cache mlflow.db mlartifacts
