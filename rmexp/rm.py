@@ -59,7 +59,9 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 def last_token_rewards(model, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Score head on the last real token of each right-padded row (the head runs on B vectors, not B*T)."""
-    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long().to(ids.device)
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long().to(device)
     hidden = model.base_model(input_ids=ids, attention_mask=mask)[0]
     last = hidden[torch.arange(ids.shape[0], device=ids.device), (lengths - 1).to(ids.device)]
     return model.score(last).squeeze(-1).float()
@@ -122,7 +124,7 @@ class RewardModel:
                 end += 1
             idx = order[start:end]
             x, lengths = pad_batch([ids[i] for i in idx], self.tok.pad_token_id)
-            out[idx] = last_token_rewards(self.model, x, lengths).double().numpy()
+            out[idx] = last_token_rewards(self.model, x, lengths).double().cpu().numpy()
             start = end
         return out - self.offset
 
@@ -130,13 +132,23 @@ class RewardModel:
         return self.score_texts([format_dialogue(self.tok, p, r) for p, r in zip(prompts, responses)], batch_tokens)
 
 
-def load_reward_model(path: Path | str, trust_remote_code: bool = False) -> RewardModel:
+def resolve_device(name: str) -> torch.device:
+    """cpu | cuda | auto (cuda when available)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but torch sees no CUDA device (is the CUDA build of torch installed?)")
+    return torch.device(name)
+
+
+def load_reward_model(path: Path | str, trust_remote_code: bool = False, device: str = "cpu") -> RewardModel:
     path = Path(path)
     info = json.loads((path / "rmexp_rm.json").read_text())
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1,
                                                                trust_remote_code=trust_remote_code)
-    return RewardModel(model, tok, offset=info["offset"], max_length=info["max_length"], path=path, info=info)
+    return RewardModel(model.to(resolve_device(device)), tok, offset=info["offset"], max_length=info["max_length"],
+                       path=path, info=info)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -189,12 +201,12 @@ def pair_accuracy(model, pairs, pad_id: int, batch_size: int = 64) -> tuple[floa
         rr.append(r)
     if not rc:
         return float("nan"), np.zeros(0), np.zeros(0)
-    rc, rr = torch.cat(rc).double().numpy(), torch.cat(rr).double().numpy()
+    rc, rr = torch.cat(rc).double().cpu().numpy(), torch.cat(rr).double().cpu().numpy()
     return float((rc > rr).mean()), rc, rr
 
 
 def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig, out_dir: Path,
-                       trust_remote_code: bool = False, progress: bool = True) -> RewardModel:
+                       trust_remote_code: bool = False, progress: bool = True, device: str = "cpu") -> RewardModel:
     """Train an RM on preference rows ({prompt, chosen, rejected}), save it to out_dir, return it."""
     t = cfg.train
     torch.manual_seed(t.seed)
@@ -204,6 +216,7 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
     model = AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1,
                                                                trust_remote_code=trust_remote_code)
     model.config.pad_token_id = tok.pad_token_id
+    model.to(resolve_device(device))
     train_rows, eval_rows = split_pairs(rows, cfg.data.eval_fraction, cfg.data.seed)
     # eval/acc measures agreement with the truth: where gold scores exist (toy world), held-out pairs
     # are oriented by gold, so label noise in the data cannot inflate it.

@@ -85,8 +85,8 @@ def reward_model_stage(cfg: DictConfig, world: World, base: Path, prefs: list[di
     key = config_hash(model_id, cfg.world, cfg.data, cfg.train, RM_VERSION)
     path = cache / "rm" / f"{cfg.model.name}-{key}"
     if (path / "rmexp_rm.json").exists():
-        return load_reward_model(path, cfg.model.trust_remote_code)
-    return train_reward_model(base, prefs, cfg, path, cfg.model.trust_remote_code, progress)
+        return load_reward_model(path, cfg.model.trust_remote_code, cfg.device)
+    return train_reward_model(base, prefs, cfg, path, cfg.model.trust_remote_code, progress, cfg.device)
 
 
 def benchmark_stage(cfg: DictConfig, rm: RewardModel, rb2: list[dict], rb1: list[dict],
@@ -128,7 +128,7 @@ def benchmark_stage(cfg: DictConfig, rm: RewardModel, rb2: list[dict], rb1: list
 
 
 def eval_prompts(world: World, per_domain: int):
-    return [p for d in DOMAINS for p in world.prompts(d, "heldout")[:per_domain]]
+    return [p for d in DOMAINS for p in world.sample_prompts(d, "heldout", per_domain)]
 
 
 def policy_samples(cfg: DictConfig, world: World, cache: Path, progress: bool):

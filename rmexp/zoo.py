@@ -132,7 +132,7 @@ def heldout_lm_loss(model, tok, world: World, per_domain: int = 20, seed: int = 
     """Mean response-token LM loss on correct answers to held-out prompts (never seen as dialogues)."""
     import random
     rng = random.Random(seed)
-    pairs = [(p.text, world.correct(rng, p)) for d in DOMAINS for p in world.prompts(d, "heldout")[:per_domain]]
+    pairs = [(p.text, world.correct(rng, p)) for d in DOMAINS for p in world.sample_prompts(d, "heldout", per_domain, seed)]
     model.eval()
     ids, mask, lab = _dialogue_batch(tok, pairs)
     return model(input_ids=ids, attention_mask=mask, labels=lab).loss.item()

@@ -10,7 +10,7 @@ import pytest
 
 from rmexp.bench import score_rb1, score_rb2
 from rmexp.world import DOMAINS, World, chat_text, decontamination, preferences, rb1_rows, rb2_rows
-from rmexp.world.domains import TOPICS, is_refusal, number_text, parse_numbers
+from rmexp.world.domains import is_refusal, number_text, parse_numbers
 
 EVEN = {d: 1.0 for d in DOMAINS}
 

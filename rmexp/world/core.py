@@ -47,6 +47,12 @@ class World:
             raise ValueError(f"unknown split {split!r}; use 'train' or 'heldout'")
         return self._split[domain][split]
 
+    def sample_prompts(self, domain: str, split: str, n: int, seed: int = 0) -> list[Prompt]:
+        """n prompts spread over the whole split (a seeded draw, not the first n by key)."""
+        prompts = list(self.prompts(domain, split))
+        random.Random(f"sample-{self.seed}-{seed}-{domain}-{split}").shuffle(prompts)
+        return prompts[:n]
+
     def gold(self, prompt: Prompt, response: str) -> float:
         return self.domains[prompt.domain].gold(prompt, response)
 
