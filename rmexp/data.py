@@ -70,8 +70,62 @@ def normalise_preference_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) -> list[dict]:
+    """Pairs whose candidates are sampled from a policy (`data.on_policy`, a zoo model name).
+
+    Each train prompt gets `n_candidates` samples; the best and the worst by gold form a pair (prompts
+    whose samples all score the same are skipped), then label noise is applied as for template pairs.
+    Cached under cache_dir by everything that determines the rows.
+    """
+    import json
+    import random
+
+    from rmexp import zoo
+    from rmexp.config import config_hash
+
+    d, pol = cfg.data, cfg.downstream.policy
+    path, _ = zoo.policy_path(d.on_policy, world, cfg.cache_dir, progress=False)
+    key = config_hash(path.name, world.seed, d, pol.temperature, pol.max_new_tokens, n_candidates)
+    file = Path(cfg.cache_dir).expanduser() / "on_policy" / f"{d.on_policy}-{key}.json"
+    if file.exists():
+        return json.loads(file.read_text())
+    model, tok = zoo.load_causal_lm(path)
+    rng = random.Random(f"onpolicy-{world.seed}-{d.seed}")
+    names = [n for n, w in d.domain_weights.items() if w > 0]
+    weights = [d.domain_weights[n] for n in names]
+    rows: list[dict] = []
+    for attempt in range(20):  # rounds of sampling until `size` informative pairs exist
+        need = d.size - len(rows)
+        if need <= 0:
+            break
+        prompts = [rng.choice(world.prompts(rng.choices(names, weights)[0], "train")) for _ in range(2 * need)]
+        samples = zoo.sample(model, tok, [p.text for p in prompts], n_candidates, pol.temperature,
+                             pol.max_new_tokens, seed=d.seed * 1000 + attempt)
+        for p, cands in zip(prompts, samples):
+            golds = [world.gold(p, c) for c in cands]
+            best, worst = max(range(len(cands)), key=golds.__getitem__), min(range(len(cands)), key=golds.__getitem__)
+            if golds[best] == golds[worst] or len(rows) >= d.size:
+                continue
+            good, bad = cands[best], cands[worst]
+            flipped = rng.random() < d.label_noise
+            chosen, rejected = (bad, good) if flipped else (good, bad)
+            rows.append({"id": f"onpolicy-{len(rows)}", "prompt": p.text, "chosen": chosen, "rejected": rejected,
+                         "domain": p.domain, "prompt_key": p.key, "flipped": flipped,
+                         "gold_chosen": world.gold(p, chosen), "gold_rejected": world.gold(p, rejected)})
+    if len(rows) < d.size:
+        raise DataSourceError(f"data.on_policy={d.on_policy}: only {len(rows)} of data.size={d.size} prompts gave "
+                              f"samples of different gold quality; lower data.size or use a more varied policy")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows))
+    tmp.replace(file)
+    return rows
+
+
 def preference_rows(cfg: DictConfig, world: World) -> list[dict]:
     d = cfg.data
+    if d.source == "toy" and d.on_policy:
+        return on_policy_preferences(cfg, world)
     if d.source == "toy":
         return world_data.preferences(world, d.size, dict(d.domain_weights), d.label_noise, d.seed)
     rows = normalise_preference_rows(read_rows(d.path, d.split))
