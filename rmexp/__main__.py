@@ -10,12 +10,17 @@ override; 2 for a bad config value (one line ``error: ...`` on stderr, before an
 """
 from __future__ import annotations
 
+import os
 import sys
 
-import hydra
-from omegaconf import DictConfig
+# Ray merges "similar" lines of different workers (words with digits, like a trial's key, are ignored when
+# comparing) and prints them late; each trial's progress lines should show as they come. Read at Ray import.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-from rmexp.config import ConfigError, validate
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from rmexp.config import ConfigError, validate  # noqa: E402
 
 
 def _error(msg: str) -> None:

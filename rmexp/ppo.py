@@ -543,8 +543,8 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
     # Dropout off everywhere (as TRL): log-probs of the rollout and of the update must come from one function.
     for m in (policy, ref, value_model):
         m.eval()
-    opt_policy = torch.optim.AdamW(policy.parameters(), lr=p.lr, eps=1e-5)
-    opt_value = torch.optim.AdamW(value_model.parameters(), lr=p.value_lr, eps=1e-5)
+    opt_policy = torch.optim.AdamW(policy.parameters(), lr=p.lr, eps=1e-5, weight_decay=0.0)
+    opt_value = torch.optim.AdamW(value_model.parameters(), lr=p.value_lr, eps=1e-5, weight_decay=0.0)
     kl_ctl = AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.adaptive_kl else FixedKLController(p.kl_coef)
     gen = torch.Generator().manual_seed(p.seed)
     prompt_rng = random.Random(f"ppo-prompts-{p.seed}")

@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rmexp.analyze import PARENT_TAG, PREFERRED_PAIRS, TRIAL_KEY_TAG
+from rmexp.analyze import PARENT_TAG, TRIAL_KEY_TAG
 from rmexp.config import CONF_DIR, ConfigError, validate
 from rmexp import tracking as T
 
@@ -240,8 +240,7 @@ def compose_trials(cfg: DictConfig, overrides: list[str] | None = None,
 
     from hydra import compose
 
-    specs: list[TrialSpec] = []
-    seen: dict[str, TrialSpec] = {}
+    composed: list[tuple[int, dict, list[str], DictConfig]] = []
     with _hydra_context():
         def attempt(ovs: list[str]) -> DictConfig:
             return compose(config_name="config", overrides=ovs)
@@ -276,15 +275,20 @@ def compose_trials(cfg: DictConfig, overrides: list[str] | None = None,
                     raise ConfigError(f"config error: sweep {name!r}, axis {axis}: value {point[axis]!r} is not "
                                       f"allowed: {detail}") from None
                 raise ConfigError(f"config error: sweep {name!r}, trial {T.axes_label(point)}: {detail}") from None
-            key = key_fn(trial_cfg)
-            if key in seen:
-                print(f"[sweep {name}] note: trial {T.axes_label(point)} is the same trial as "
-                      f"{seen[key].label} (key {key}); it runs once", flush=True)
-                continue
-            spec = TrialSpec(index=index, axes=dict(point), overrides=ovs, cfg=trial_cfg, key=key,
-                             name=T.run_name(trial_cfg, key))
-            seen[key] = spec
-            specs.append(spec)
+            composed.append((index, point, ovs, trial_cfg))
+
+    specs: list[TrialSpec] = []
+    seen: dict[str, TrialSpec] = {}
+    for index, point, ovs, trial_cfg in composed:  # keys only once every trial is known to be valid
+        key = key_fn(trial_cfg)
+        if key in seen:
+            print(f"[sweep {name}] note: trial {T.axes_label(point)} is the same trial as "
+                  f"{seen[key].label} (key {key}); it runs once", flush=True)
+            continue
+        spec = TrialSpec(index=index, axes=dict(point), overrides=ovs, cfg=trial_cfg, key=key,
+                         name=T.run_name(trial_cfg, key))
+        seen[key] = spec
+        specs.append(spec)
     return specs
 
 
@@ -371,8 +375,8 @@ def _trial_task(trial_fn: Callable, cfg: DictConfig, out_dir: str, cwd: str, thr
             shutil.rmtree(out)
         out.mkdir(parents=True)
 
-        def progress(msg: str) -> None:  # Ray prefixes worker output with the task name (= label)
-            print(msg, flush=True)
+        def progress(msg: str) -> None:  # the label also keeps Ray from merging equal lines of two trials
+            print(f"[{label}] {msg}", flush=True)
 
         result = T.result_to_dict(T.call_trial(trial_fn, cfg, out, progress))
         payload = {"ok": True, "result": result, "start": start, "end": time.time(), "node": node}
@@ -613,6 +617,8 @@ def headline_correlations(df) -> str:
     bon = _bon_gain_key(downstream)
     heads = ([bon] if bon else []) + heads
     sel = df[df["bench"].isin(HEADLINE_BENCH) & df["downstream"].isin(heads)]
+    order = {(b, d): i for i, (b, d) in enumerate(itertools.product(HEADLINE_BENCH, heads))}
+    sel = sel.iloc[sorted(range(len(sel)), key=lambda i: order[(sel["bench"].iloc[i], sel["downstream"].iloc[i])])]
     if sel.empty:
         pairs = headline_pairs(df)
         sel = df[[(b, d) in pairs for b, d in zip(df["bench"], df["downstream"])]]
@@ -667,24 +673,28 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
     cpus, gpus = float(cfg.ray.cpus_per_trial), float(cfg.ray.gpus_per_trial)
     say(f"[sweep {name}] {len(specs)} trials over axes {', '.join(cfg.sweep.axes.keys())}")
 
-    import ray
+    uri = T.tracking_uri(cfg)                                # MLflow, read-only so far
+    client = T.client_for(uri)
+    experiment = _experiment_name(cfg, base)
+    exp_id = T.get_or_create_experiment(client, experiment, uri)
+    done_runs = finished_trials(client, exp_id)              # resume: looked up before the parent exists
+    to_run = [s for s in specs if s.key not in done_runs]
 
-    started_ray = _start_ray(cfg)                           # 2. Ray
-    client = parent_id = None
+    started_ray = False
+    parent_id = None
     trials = [TrialOutcome(spec=s) for s in specs]
     result: SweepResult | None = None
     parent_status = "FAILED"
     inflight: dict = {}
     try:
-        fit = check_resources(cpus, gpus)
-        limit = max(1, min(int(max_parallel or fit), len(specs)))
+        if to_run:                                           # 2. Ray (not needed when every trial is cached)
+            import ray
 
-        uri = T.tracking_uri(cfg)                            # 3. MLflow
-        client = T.client_for(uri)
-        experiment = _experiment_name(cfg, base)
-        exp_id = T.get_or_create_experiment(client, experiment, uri)
-        done_runs = finished_trials(client, exp_id)          # 4. resume: looked up before the parent exists
-        command = T.command_line(base)
+            started_ray = _start_ray(cfg)
+            fit = check_resources(cpus, gpus)
+            limit = max(1, min(int(max_parallel or fit), len(to_run)))
+
+        command = T.command_line(base)                       # 3. the parent run
         parent = client.create_run(exp_id, run_name=f"{name} {time.strftime('%Y-%m-%d %H:%M:%S')}", tags={
             T.SWEEP_TAG: name, "rmexp.n_trials": str(len(specs)), T.COMMAND_TAG: command[:T.MAX_TAG_VALUE],
             T.AXES_TAG: T.axes_label(_plain(cfg.sweep.axes))[:T.MAX_TAG_VALUE]})
@@ -705,18 +715,19 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
 
         runs_root = Path.cwd().resolve() / "runs" / _safe_dirname(name)
         cwd = str(Path.cwd().resolve())
-        driver_node = ray.get_runtime_context().get_node_id()
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=int(cfg.ray.max_retries),
-                          retry_exceptions=False)(_trial_task)
-        threads = max(1, int(round(cpus)))
         queue = [t for t in trials if t.status == "PENDING"]
         t0 = time.time()
+        if queue:
+            driver_node = ray.get_runtime_context().get_node_id()
+            task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=int(cfg.ray.max_retries),
+                              retry_exceptions=False)(_trial_task).options(name="trial")
+            threads = max(1, int(round(cpus)))
         with _sigterm_as_interrupt():                        # 5. run
             def refill() -> None:
                 while queue and len(inflight) < limit:
                     t = queue.pop(0)
-                    ref = task.options(name=t.spec.name).remote(  # Ray prefixes the trial's output with it
-                        trial_fn, t.spec.cfg, str(runs_root / t.spec.key), cwd, threads, t.spec.name, driver_node)
+                    ref = task.remote(trial_fn, t.spec.cfg, str(runs_root / t.spec.key), cwd, threads,
+                                      t.spec.name, driver_node)
                     inflight[ref] = (t, time.time())
                     t.status = "RUNNING"
 
@@ -786,10 +797,12 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
                 ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001
                 pass
-        if client is not None and parent_id is not None:
+        if parent_id is not None:
             try:
                 client.set_terminated(parent_id, parent_status)
             except Exception as e:  # noqa: BLE001
                 print(f"warning: could not close the parent run {parent_id}: {e}", file=sys.stderr)
         if started_ray:
+            import ray
+
             ray.shutdown()

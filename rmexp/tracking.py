@@ -27,23 +27,20 @@ the UI has no authentication).
 """
 from __future__ import annotations
 
-import math
-import os
 import posixpath
 import re
-import shutil
 import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import unquote
 
 from omegaconf import DictConfig, OmegaConf
 
-from rmexp.analyze import PARENT_TAG, TRIAL_KEY_TAG
+from rmexp.analyze import TRIAL_KEY_TAG
 
 ERROR_TAG = "rmexp.error"
 CACHED_FROM_TAG = "rmexp.cached_from"

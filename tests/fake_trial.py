@@ -2,12 +2,14 @@
 
 Metrics are simple functions of the config (so correlations across a sweep are well defined), the call is
 recorded in ``fake_calls.txt`` in the working directory (Ray workers are other processes: a file is how a test
-counts calls), and ``cfg.fail_stage`` makes it raise, like the real trial.
+counts calls), and ``cfg.fail_stage`` makes it raise, like the real trial. A trial with ``train.weight_decay > 0``
+waits while a file ``block`` exists in the working directory (to interrupt a sweep mid-way).
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -45,6 +47,10 @@ def fake_trial(cfg: DictConfig, out_dir: Path, progress=None):
         progress(f"fake trial of {cfg.model.name}")
     if cfg.fail_stage:
         raise FakeStageError(f"fake failure in stage {cfg.fail_stage}")
+    if cfg.train.weight_decay > 0:  # a slow trial: waits while the file `block` exists in the working directory
+        t0 = time.time()
+        while (Path.cwd() / "block").exists() and time.time() - t0 < 60:
+            time.sleep(0.05)
     from rmexp.trial import TrialResult
 
     metrics = fake_metrics(cfg)

@@ -3,7 +3,9 @@ asks failing before any work, failure isolation and resume, against a fake trial
 (started once for the module) and a real SQLite MLflow store in tmp_path."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -248,6 +250,50 @@ def test_resume_runs_nothing_twice_and_keeps_correlations(ray_local, workdir, tm
     assert re.search(r"^rb2/overall\s+bon/gain_16\s+4\s", out, re.M)  # the headline correlation table
 
 
+class _KillWhen:
+    """A stream for run_sweep's output that sends this process SIGTERM once a given text is printed."""
+
+    def __init__(self, text):
+        self.text, self.buf, self.sent = text, "", False
+
+    def write(self, s):
+        self.buf += s
+        if not self.sent and self.text in self.buf:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+def test_killed_driver_loses_and_duplicates_nothing(ray_local, workdir, tmp_path):
+    ovs = ["+sweep=smoke", "sweep.name=kill", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+    axes = {"train.weight_decay": [0.0, 0.01]}  # the second trial waits while ./block exists
+    cfg = _compose(ovs)
+    with open_dict(cfg):
+        cfg.sweep.axes = axes
+    (tmp_path / "block").write_text("")
+    stream = _KillWhen("1/2 done")
+    with pytest.raises(KeyboardInterrupt):
+        S.run_sweep(cfg, trial_fn=fake_trial, overrides=ovs, n_boot=50, file=stream)
+    assert "interrupted" in stream.buf and ray_local.is_initialized()
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp_id = client.get_experiment_by_name("kill").experiment_id
+    runs = client.search_runs([exp_id])
+    [parent] = [r for r in runs if PARENT_TAG not in r.data.tags]
+    assert parent.info.status == "KILLED"
+    assert [r.info.status for r in runs if PARENT_TAG in r.data.tags] == ["FINISHED"]  # no half-made children
+
+    (tmp_path / "block").unlink()
+    again = S.run_sweep(cfg, trial_fn=fake_trial, overrides=ovs, n_boot=50, file=stream)
+    assert (again.n_cached, again.count("FINISHED"), again.ok) == (1, 1, True)
+    assert _calls() == 3  # 2 started in the first run (1 cancelled), only the cancelled one again
+    originals = [r for r in client.search_runs([exp_id], "attributes.status = 'FINISHED'")
+                 if PARENT_TAG in r.data.tags and T.CACHED_FROM_TAG not in r.data.tags]
+    assert sorted(r.data.tags[TRIAL_KEY_TAG] for r in originals) == sorted(s.spec.key for s in again.trials)
+
+
 # ---------------------------------------------------------------------------------------------------- CLI glue
 def test_main_exits_1_when_a_trial_failed(monkeypatch):
     import rmexp.__main__ as M
@@ -281,3 +327,23 @@ def test_bon_gain_column_falls_back_to_largest_n():
     assert S._bon_gain_key(["bon/gain_16", "bon/gain_32"]) == "bon/gain_16"
     assert S._bon_gain_key(["bon/gain_2", "bon/gain_8", "bon/Math/gain_32", "rb2/overall"]) == "bon/gain_8"
     assert S._bon_gain_key(["rb2/overall"]) is None
+
+
+@pytest.mark.slow
+def test_smoke_sweep_cli_end_to_end(tmp_path):
+    """The real trial: `python -m rmexp +sweep=smoke` twice; the second run starts no trial."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    cmd = [sys.executable, "-m", "rmexp", "+sweep=smoke", f"cache_dir={tmp_path}/cache"]
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "[sweep smoke] 4/4 done (0 cached, 0 failed)" in p.stdout
+    assert re.search(r"^rb2/overall\s+bon/gain_\d+\s+4\s", p.stdout, re.M)
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "[sweep smoke] 4/4 done (4 cached, 0 failed)" in p.stdout, p.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert sum(T.CACHED_FROM_TAG not in r.data.tags and PARENT_TAG in r.data.tags for r in runs) == 4
