@@ -60,7 +60,7 @@ KINDS: dict[str, tuple[set[str], set[str], tuple[str, ...]]] = {
     "rank": ({"metric", "param", "order", "expect"}, set(), ("increasing", "decreasing")),
 }
 METHODS = ("pearson", "spearman")
-DEFAULT_MIN_N = {"correlation": 4, "group_diff": 2, "rank": 3}
+DEFAULT_MIN_N = {"correlation": 5, "group_diff": 2, "rank": 3}  # percentile CIs of r are unreliable below 5
 TOP_REQUIRED = ("sweep", "command", "paper", "finding", "paper_numbers", "checks")
 TOP_OPTIONAL = ("notes", "description")
 

@@ -239,3 +239,37 @@ def sample(model, tok, prompts: list[str], n: int, temperature: float, max_new_t
         for j, i in enumerate(idx):
             out[i] = [t.strip() for t in texts[j * n:(j + 1) * n]]
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rmexp.zoo [NAME ...] [--cache-dir DIR]`: build zoo models ahead and print a table."""
+    import argparse
+
+    from rmexp.config import CONF_DIR
+
+    parser = argparse.ArgumentParser(prog="python -m rmexp.zoo", description=main.__doc__)
+    parser.add_argument("names", nargs="*", help="conf/model entries (default: every toy model)")
+    parser.add_argument("--cache-dir", default=".rmexp_cache")
+    parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = args.names or sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "hf")
+    try:
+        configs = [load_model_config(n) for n in names]
+    except ValueError as err:
+        print(f"error: {err}", flush=True)
+        return 2
+    world = World(args.world_seed)
+    print(f"{'model':<18} {'params':>8} {'build s':>8} {'held-out LM loss':>17}  path")
+    for name, cfg in zip(names, configs):
+        cfg.name = name
+        path = model_path(cfg, world, args.cache_dir, progress=True)
+        info = json.loads((path / "rmexp_zoo.json").read_text())
+        print(f"{name:<18} {info['n_params']:>8} {info['build_seconds']:>8.1f} {info['heldout_lm_loss']:>17.3f}  {path}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
