@@ -113,13 +113,13 @@ class BonConfig:
 @dataclass
 class PPOConfig:
     enabled: bool = False
-    steps: int = 40                  # PPO iterations (rollout + update)
-    rollout_batch: int = 32          # prompts per rollout
-    minibatch: int = 8               # must divide rollout_batch
+    steps: int = 80                  # PPO iterations (rollout + update); toy default: ~50 s on 2 cores
+    rollout_batch: int = 64          # prompts per rollout (64: steadier steps than 32 on the toy world)
+    minibatch: int = 16              # must divide rollout_batch
     ppo_epochs: int = 2
-    lr: float = 5e-4
+    lr: float = 1e-4                 # toy tuning: 5e-4 hacks the RM within 10 steps (KL > 4, gold falls)
     value_lr: float = 5e-4
-    kl_coef: float = 0.1
+    kl_coef: float = 0.2             # toy tuning: KL levels off near 3-4 nats by step 80 while gold still rises
     kl_kind: str = "k1"              # k1 | k2 | k3 | abs
     adaptive_kl: bool = False
     kl_target: float = 6.0
@@ -131,7 +131,7 @@ class PPOConfig:
     gamma: float = 1.0
     lam: float = 0.95
     missing_eos_penalty: float = 1.0 # subtracted from the score of completions that never end
-    eval_prompts_per_domain: int = 12
+    eval_prompts_per_domain: int = 24 # held-out prompts per domain for gold/proxy/KL (144: SE of gold ~0.04)
     eval_every: int = 10
     seed: int = 0                    # PPO's own seed (sampling, minibatch order): vary it without retraining the RM
 

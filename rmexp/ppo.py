@@ -3,7 +3,8 @@
 The policy is the SFT model, the reference is a frozen copy of it, the reward is the RM score at the end of
 the response plus a per-token KL penalty against the reference, and a value head (initialised from the RM)
 gives the baseline for GAE. TRL no longer ships a PPO trainer, so the maths lives here and is tested against
-reference formulas in tests/test_ppo_math.py.
+reference formulas in tests/test_ppo_math.py; the training loop (`ppo_stage`, at the bottom) is tested in
+tests/test_ppo.py.
 
 Conventions for every primitive: tensors are [batch, T] over response tokens only, and `mask` [batch, T]
 (float or bool; 1 = real response token) is right-padded, i.e. each row is 1s then 0s. Masked positions may
@@ -257,7 +258,7 @@ class FixedKLController:
 
 
 # ==================================================================================================
-# Training loop (rollout, score, KL, whiten, GAE, update) -- to be added below, built on the primitives.
+# Training loop (rollout, score, KL, whiten, GAE, update), built on the primitives
 # ==================================================================================================
 #
 #   ppo_stage: 0. checks and set-up (policy, frozen reference, value model from the RM, optimisers)
@@ -267,8 +268,16 @@ class FixedKLController:
 # Sequences are [prompt | response] rows, right-padded, with the prompt length per row (`q_len`). Right padding
 # keeps every real position's causal context free of padding, so plain position ids 0..L-1 are right for every
 # family (GPT-2's absolute positions included) and no row is ever fully masked (no NaN from all-masked softmax).
-# Sampling is our own loop (no KV cache: sequences here are <= ~48 tokens), driven by a torch.Generator, so a
-# run is a pure function of its seed on CPU.
+# Sampling is our own loop (no KV cache: sequences here are <= ~48 tokens; a real-world run with long responses
+# would want one), driven by a CPU torch.Generator, so a run is a pure function of its seed on CPU. The models
+# follow the RM's device. The RM scores decoded text (its tokenizer may differ); the value model, a copy of the
+# RM, reads the policy's token ids, so their vocabularies must match (checked).
+#
+# Toy-world tuning of the defaults (PPOConfig): lr 5e-4 / kl_coef 0.1 / 32 prompts a step hacked the RM within
+# 10 steps (KL > 4 nats, gold 0.39 -> 0.17 while the proxy rose 0.3 -> 4.0); lr 1e-4, kl_coef 0.2, 64 prompts
+# a step, 80 steps raised gold on every seed tried (+0.09..+0.14) and a flipped-label RM lowered it (-0.24).
+# Even PPO against the gold verifier itself gains only ~+0.15 in 40 steps: Math and Factuality need knowledge
+# the SFT policy lacks, and RL mostly reshapes Safety, Focus and Ties.
 
 EVAL_SEED = 20_231  # evaluation draws: the same for every PPO seed and every eval step (common random numbers)
 
@@ -330,12 +339,14 @@ def join_sequences(queries: list[list[int]], response: Tensor, resp_mask: Tensor
                    ) -> tuple[Tensor, Tensor, Tensor]:
     """[prompt | response] rows, right-padded to max(q_len) + T: (ids, attention_mask, q_len)."""
     B, T = response.shape
-    q_len = torch.tensor([len(q) for q in queries])
-    ids = torch.full((B, int(q_len.max()) + T), pad_id, dtype=torch.long)
+    dev = response.device
+    q_len = torch.tensor([len(q) for q in queries], device=dev)
+    ids = torch.full((B, int(q_len.max()) + T), pad_id, dtype=torch.long, device=dev)
     attn = torch.zeros_like(ids)
+    lengths = resp_mask.sum(1).tolist()
     for i, q in enumerate(queries):
-        n = int(resp_mask[i].sum())
-        ids[i, :len(q)] = torch.tensor(q)
+        n = int(lengths[i])
+        ids[i, :len(q)] = torch.tensor(q, device=dev)
         ids[i, len(q):len(q) + T] = response[i]
         attn[i, :len(q) + n] = 1
     return ids, attn, q_len
@@ -343,14 +354,14 @@ def join_sequences(queries: list[list[int]], response: Tensor, resp_mask: Tensor
 
 def _response_index(q_len: Tensor, T: int) -> Tensor:
     """[B, T] positions whose outputs predict (logits) / value (hidden state before) response token t."""
-    return q_len[:, None] - 1 + torch.arange(T)[None, :]
+    return q_len[:, None] - 1 + torch.arange(T, device=q_len.device)[None, :]
 
 
 def response_logprobs(model, ids: Tensor, attn: Tensor, q_len: Tensor, response: Tensor,
                       temperature: float) -> Tensor:
     """log pi(response_t | prompt, response_<t) with the sampling temperature applied to the logits: [B, T]."""
     logits = model(input_ids=ids, attention_mask=attn).logits
-    idx = _response_index(q_len, response.shape[1]).to(ids.device)
+    idx = _response_index(q_len, response.shape[1])
     sel = logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
     return torch.log_softmax(sel, dim=-1).gather(2, response[..., None]).squeeze(-1)
 
@@ -372,7 +383,7 @@ class ValueModel(torch.nn.Module):
 
     def forward(self, ids: Tensor, attn: Tensor, q_len: Tensor, T: int) -> Tensor:
         """[B, T]: the value of the state before each response token (prompt + response_<t)."""
-        return self.token_values(ids, attn).gather(1, _response_index(q_len, T).to(ids.device))
+        return self.token_values(ids, attn).gather(1, _response_index(q_len, T))
 
 
 @torch.no_grad()
@@ -381,23 +392,25 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
     """Sample up to max_new_tokens per prompt (pure sampling at `temperature`): [B, T], pad after eos.
 
     Prompts of different lengths share one right-padded buffer; row i's next token is read from the logits at
-    its own last position. T is max_new_tokens, or fewer when every row has ended."""
+    its own last position. T is max_new_tokens, or fewer when every row has ended. Draws are made on the CPU
+    `generator` whatever the model's device, so a seed gives the same stream everywhere."""
+    dev = next(model.parameters()).device
     B = len(queries)
-    q_len = torch.tensor([len(q) for q in queries])
+    q_len = torch.tensor([len(q) for q in queries], device=dev)
     width0 = int(q_len.max())
-    buf = torch.full((B, width0 + max_new_tokens), pad_id, dtype=torch.long)
+    buf = torch.full((B, width0 + max_new_tokens), pad_id, dtype=torch.long, device=dev)
     for i, q in enumerate(queries):
-        buf[i, :len(q)] = torch.tensor(q)
-    rows = torch.arange(B)
-    out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
-    done = torch.zeros(B, dtype=torch.bool)
+        buf[i, :len(q)] = torch.tensor(q, device=dev)
+    rows = torch.arange(B, device=dev)
+    out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
     steps = 0
     for t in range(max_new_tokens):
         width = width0 + t
-        attn = (torch.arange(width)[None, :] < (q_len + t)[:, None]).long()
+        attn = (torch.arange(width, device=dev)[None, :] < (q_len + t)[:, None]).long()
         logits = model(input_ids=buf[:, :width], attention_mask=attn).logits[rows, q_len + t - 1].float()
         probs = torch.softmax(logits / temperature, dim=-1)
-        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(dev)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         out[:, t] = nxt
         buf[rows, q_len + t] = nxt
@@ -441,7 +454,7 @@ def rollout(policy, ref, tok, prompts: list[str], temperature: float, max_new_to
 
     ids, attn, response = cat(0, L, tok.pad_token_id), cat(1, L, 0), cat(3, T, tok.pad_token_id)
     mask, q_len, has_eos = cat(4, T, False), torch.cat([p[2] for p in parts]), torch.cat([p[5] for p in parts])
-    texts = [t.strip() for t in tok.batch_decode(response, skip_special_tokens=True)]
+    texts = [t.strip() for t in tok.batch_decode(response.cpu(), skip_special_tokens=True)]
     logprob = response_logprobs(policy, ids, attn, q_len, response, temperature)
     ref_logprob = response_logprobs(ref, ids, attn, q_len, response, temperature)
     return Rollout(ids, attn, q_len, response, mask, has_eos, texts, logprob, ref_logprob)
@@ -466,15 +479,15 @@ def evaluate(policy, ref, tok, rm, world, prompts, temperature: float, max_new_t
     r = rollout(policy, ref, tok, [p.text for p in prompts], temperature, max_new_tokens, gen)
     gold = np.array([world.gold(p, t) for p, t in zip(prompts, r.texts)])
     proxy = rm.score([p.text for p in prompts], r.texts, batch_tokens)
-    kl = torch.where(r.mask, r.logprob - r.ref_logprob, torch.zeros_like(r.logprob)).sum(1).double().numpy()
+    kl = torch.where(r.mask, r.logprob - r.ref_logprob, torch.zeros_like(r.logprob)).sum(1).double().cpu().numpy()
     domains = [p.domain for p in prompts]
     per_domain = {d: float(np.mean([g for g, dd in zip(gold, domains) if dd == d]))
                   for d in dict.fromkeys(domains)}
     rows = [{"prompt": p.text, "domain": p.domain, "response": t, "gold": float(g), "proxy": float(x),
              "kl": float(k), "has_eos": bool(e)}
-            for p, t, g, x, k, e in zip(prompts, r.texts, gold, proxy, kl, r.has_eos.tolist())]
+            for p, t, g, x, k, e in zip(prompts, r.texts, gold, proxy, kl, r.has_eos.cpu().tolist())]
     return {"gold": float(gold.mean()), "proxy": float(proxy.mean()), "kl": float(kl.mean()),
-            "missing_eos": float((~r.has_eos).float().mean()), "domains": per_domain, "rows": rows}
+            "missing_eos": float((~r.has_eos).float().mean().cpu()), "domains": per_domain, "rows": rows}
 
 
 def plot_ppo_curve(history: dict[str, list[tuple[int, float]]], path: Path, title: str = "") -> Path:
@@ -538,6 +551,8 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
     check_same_vocab(tok, rm.tok)
     if tok.eos_token_id is None or tok.pad_token_id is None:
         raise ValueError(f"PPO: the policy's tokenizer ({path}) needs an eos and a pad token")
+    device = next(rm.model.parameters()).device  # the trial put the RM where cfg.device says; PPO follows it
+    policy.to(device)
     ref = copy.deepcopy(policy).requires_grad_(False)
     value_model = ValueModel(rm.model, rm.offset)
     # Dropout off everywhere (as TRL): log-probs of the rollout and of the update must come from one function.
@@ -545,7 +560,8 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
         m.eval()
     opt_policy = torch.optim.AdamW(policy.parameters(), lr=p.lr, eps=1e-5, weight_decay=0.0)
     opt_value = torch.optim.AdamW(value_model.parameters(), lr=p.value_lr, eps=1e-5, weight_decay=0.0)
-    kl_ctl = AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.adaptive_kl else FixedKLController(p.kl_coef)
+    kl_ctl = (AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.adaptive_kl
+              else FixedKLController(p.kl_coef))
     gen = torch.Generator().manual_seed(p.seed)
     prompt_rng = random.Random(f"ppo-prompts-{p.seed}")
     train_prompts = {d: world.prompts(d, "train") for d in DOMAINS}
@@ -554,7 +570,8 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
 
     history: dict[str, list[tuple[int, float]]] = {k: [] for k in (
         "ppo/gold", "ppo/proxy", "ppo/kl", "ppo/train_reward", "ppo/policy_loss", "ppo/value_loss",
-        "ppo/clipfrac", "ppo/kl_coef", "ppo/train_kl", "ppo/approx_kl", "ppo/missing_eos", "ppo/response_len")}
+        "ppo/clipfrac", "ppo/kl_coef", "ppo/train_kl", "ppo/approx_kl", "ppo/train_missing_eos",
+        "ppo/train_response_len")}
     evals: dict[int, dict] = {}
 
     def run_eval(step: int) -> dict:
@@ -575,7 +592,9 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
             drawn += 1
         r = rollout(policy, ref, tok, [q.text for q in batch], pol.temperature, pol.max_new_tokens, gen)
         # 2. Score: normalised RM reward at the last token, minus the penalty where eos never came.
-        scores, _ = score_responses(rm, [q.text for q in batch], r.texts, r.has_eos, p.missing_eos_penalty, budget)
+        scores, _ = score_responses(rm, [q.text for q in batch], r.texts, r.has_eos.cpu(), p.missing_eos_penalty,
+                                    budget)
+        scores = scores.to(device)
         # 3. KL penalty per token against the reference; the score lands on the last real token.
         kl_coef = kl_ctl.value
         rewards, _, kl = compute_rewards(scores, r.logprob, r.ref_logprob, r.mask, kl_coef, p.kl_kind)
@@ -591,7 +610,7 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
         for _epoch in range(p.ppo_epochs):
             order = torch.randperm(p.rollout_batch, generator=gen).view(n_minibatches, p.minibatch)
-            for idx in order:
+            for idx in order.to(device):
                 ids, attn, q_len, response, mask, T = _trim(r, idx)
                 new_logprob = response_logprobs(policy, ids, attn, q_len, response, pol.temperature)
                 new_values = value_model(ids, attn, q_len, T)
@@ -614,7 +633,8 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
         mean_kl = float(kl.sum(1).mean())
         kl_ctl.update(mean_kl, p.rollout_batch)
         record = {"train_reward": float(scores.mean()), "kl_coef": kl_coef, "train_kl": mean_kl,
-                  "missing_eos": float((~r.has_eos).float().mean()), "response_len": float(r.mask.sum(1).float().mean()),
+                  "train_missing_eos": float((~r.has_eos).float().mean()),
+                  "train_response_len": float(r.mask.sum(1).float().mean()),
                   **{k: float(np.mean(v)) for k, v in stats.items()}}
         for k, v in record.items():
             history[f"ppo/{k}"].append((step, v))
@@ -636,6 +656,6 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
     with open(samples, "w") as f:
         for row in final["rows"]:
             f.write(json.dumps({**row, "step": max(evals)}) + "\n")
-    curve = plot_ppo_curve(history, out_dir / "ppo_curve.png",
-                           f"PPO: policy {pol.model}, RM {cfg.model.name}")
+    noise = f", label noise {cfg.data.label_noise:g}" if cfg.data.label_noise else ""
+    curve = plot_ppo_curve(history, out_dir / "ppo_curve.png", f"PPO: policy {pol.model}, RM {cfg.model.name}{noise}")
     return metrics, history, [curve, samples]
