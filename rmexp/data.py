@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rmexp.world import data as world_data
-from rmexp.world.core import World
+from rmexp.world.core import World, domain_sampler
 
 
 class DataSourceError(RuntimeError):
@@ -91,14 +91,13 @@ def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) 
         return json.loads(file.read_text())
     model, tok = zoo.load_causal_lm(path)
     rng = random.Random(f"onpolicy-{world.seed}-{d.seed}")
-    names = [n for n, w in d.domain_weights.items() if w > 0]
-    weights = [d.domain_weights[n] for n in names]
+    draw_domain = domain_sampler(dict(d.domain_weights), rng)
     rows: list[dict] = []
     for attempt in range(20):  # rounds of sampling until `size` informative pairs exist
         need = d.size - len(rows)
         if need <= 0:
             break
-        prompts = [rng.choice(world.prompts(rng.choices(names, weights)[0], "train")) for _ in range(2 * need)]
+        prompts = [rng.choice(world.prompts(draw_domain(), "train")) for _ in range(2 * need)]
         samples = zoo.sample(model, tok, [p.text for p in prompts], n_candidates, pol.temperature,
                              pol.max_new_tokens, seed=d.seed * 1000 + attempt)
         for p, cands in zip(prompts, samples):

@@ -16,6 +16,13 @@ from rmexp.world.domains import (
 HELDOUT_FRACTION = 0.3  # share of each domain's prompts kept for benchmarks and downstream evaluation
 
 
+def domain_sampler(mix: dict[str, float], rng: random.Random):
+    """A function drawing a domain name with probability proportional to its weight in `mix`."""
+    names = [d for d in DOMAINS if mix.get(d, 0) > 0]
+    weights = [mix[d] for d in names]
+    return lambda: rng.choices(names, weights)[0]
+
+
 def chat_text(prompt: str, response: str | None = None) -> str:
     """The chat template rendered as text (mirrors the tokenizer's template; a test keeps them equal)."""
     text = f"<bos> <user> {prompt} <assistant>"
@@ -112,11 +119,10 @@ class World:
         declarative truths (as a real base model knows facts it was never quizzed on).
         """
         rng = random.Random(f"corpus-{self.seed}-{seed}")
-        names = [d for d in DOMAINS if mix.get(d, 0) > 0]
-        weights = [mix[d] for d in names]
+        draw_domain = domain_sampler(mix, rng)
         docs = []
         for _ in range(n_docs):
-            domain = rng.choices(names, weights)[0]
+            domain = draw_domain()
             truths = self.truths(domain)
             if truths and rng.random() < 0.6:
                 docs.append(" ".join(rng.choice(truths) for _ in range(3)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from rmexp.world.core import World
+from rmexp.world.core import World, domain_sampler
 from rmexp.world.domains import DOMAINS, Prompt
 
 TOY_MODEL = "toy-world"
@@ -49,11 +49,10 @@ def preferences(world: World, size: int, domain_weights: dict[str, float], label
     scores stay attached so a run can report how noisy its labels really were.
     """
     rng = random.Random(f"prefs-{world.seed}-{seed}")
-    names = [d for d in DOMAINS if domain_weights.get(d, 0) > 0]
-    weights = [domain_weights[d] for d in names]
+    draw_domain = domain_sampler(domain_weights, rng)
     rows = []
     for i in range(size):
-        domain = rng.choices(names, weights)[0]
+        domain = draw_domain()
         p = rng.choice(world.prompts(domain, "train"))
         good, bad = world.correct(rng, p), world.wrong(rng, p)
         flipped = rng.random() < label_noise
