@@ -59,8 +59,8 @@ from rmexp.analyze import PARENT_TAG, TRIAL_KEY_TAG
 from rmexp.config import CONF_DIR, ConfigError, validate
 from rmexp import tracking as T
 
-SUMMARY_METRICS = ("rb2/overall", "rb1/overall", "eval/acc", "bon/gain_16", "ppo/gold")
-OPTIONAL_SUMMARY_METRICS = ("ppo/gold",)  # shown only when some trial has it
+SUMMARY_METRICS = ("rb2/overall", "rb1/overall", "eval/acc", "bon/gain_16", "ppo/gold", "ppo/gold_delta")
+OPTIONAL_SUMMARY_METRICS = ("ppo/gold", "ppo/gold_delta")  # shown only when some trial has it
 MIN_TRIALS_FOR_CORRELATION = 3
 MAX_SHIPPED_BYTES = 512 * 2**20  # artifacts sent back from another node, in all
 
