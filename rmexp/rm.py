@@ -11,6 +11,7 @@ packing; scoring uses a token budget per batch.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -62,7 +63,7 @@ def last_token_rewards(model, ids: torch.Tensor, lengths: torch.Tensor) -> torch
     device = next(model.parameters()).device
     ids = ids.to(device)
     mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long().to(device)
-    hidden = model.base_model(input_ids=ids, attention_mask=mask)[0]
+    hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)[0]
     last = hidden[torch.arange(ids.shape[0], device=ids.device), (lengths - 1).to(ids.device)]
     return model.score(last).squeeze(-1).float()
 
@@ -191,6 +192,22 @@ def pair_forward(model, pairs: list[tuple[list[int], list[int]]], pad_id: int) -
     return rewards[:len(pairs)], rewards[len(pairs):]
 
 
+def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int, margin: float = 0.0,
+               center_coef: float = 0.0, grad_clip: float = 1.0, autocast=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch of pairs; returns (loss, r_chosen, r_rejected), detached.
+
+    `autocast` is an optional context manager for the forward (e.g. bf16 on a GPU)."""
+    with autocast if autocast is not None else contextlib.nullcontext():
+        rc, rr = pair_forward(model, batch, pad_id)
+    loss = pairwise_loss(rc, rr, margin, center_coef)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss.detach(), rc.detach(), rr.detach()
+
+
 @torch.no_grad()
 def pair_accuracy(model, pairs, pad_id: int, batch_size: int = 64) -> tuple[float, np.ndarray, np.ndarray]:
     model.eval()
@@ -241,13 +258,7 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
             batch = [train_pairs[i] for i in batch_idx]
             for group in opt.param_groups:
                 group["lr"] = t.lr * lr_factor(step, total, warmup, t.schedule)
-            rc, rr = pair_forward(model, batch, tok.pad_token_id)
-            loss = pairwise_loss(rc, rr, t.margin, t.center_coef)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            opt.step()
+            loss, rc, rr = train_step(model, opt, batch, tok.pad_token_id, t.margin, t.center_coef, t.grad_clip)
             real_tokens += sum(len(c) + len(r) for c, r in batch)
             history["train/loss"].append((step, loss.item()))
             history["train/acc"].append((step, (rc > rr).float().mean().item()))

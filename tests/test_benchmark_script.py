@@ -1,0 +1,142 @@
+"""Structure checks for benchmarks/rm_throughput.py on a very small config (no timing assertions).
+
+The token counts each implementation reports are checked against a count computed here, independently, from the
+generated pairs: both run exactly one pass over the data, so the real (non-padding) tokens they consumed over
+all steps must equal the sum of the lengths of every chosen and rejected sequence.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rm_throughput.py"
+SMALL = dict(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, vocab=64, min_len=3, max_len=9,
+             pairs_per_step=3, steps=3, warmup=1, threads=1, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("rm_throughput", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["rm_throughput"] = mod  # dataclasses look their module up here
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("rm_throughput", None)
+
+
+@pytest.fixture(scope="module")
+def small(bench):
+    cfg = bench.make_config("cpu-tiny", **SMALL)
+    pairs = bench.make_pairs(cfg)
+    # independent count: every token of every chosen and rejected sequence (pad id 0 never drawn)
+    expected = sum(len(c) + len(r) for c, r in pairs)
+    assert expected == sum(sum(1 for t in c + r if t != 0) for c, r in pairs)
+    return cfg, pairs, expected
+
+
+def test_data_shape(bench, small):
+    cfg, pairs, _ = small
+    assert len(pairs) == (cfg.warmup + cfg.steps) * cfg.pairs_per_step == 12
+    for c, r in pairs:
+        assert cfg.min_len <= len(c) <= cfg.max_len and cfg.min_len <= len(r) <= cfg.max_len
+        assert min(c + r) >= bench.FIRST_TOKEN_ID and max(c + r) < cfg.vocab
+    assert bench.make_pairs(cfg) == pairs  # seeded
+
+
+def _check(res, cfg, expected):
+    assert res.error is None
+    assert res.total_steps == cfg.warmup + cfg.steps and res.steps == cfg.steps and res.warmup_steps == cfg.warmup
+    assert res.total_tokens == expected > 0
+    assert 0 < res.timed_tokens < res.total_tokens
+    assert res.padded_tokens >= res.total_tokens
+    assert res.tokens_per_s > 0 and res.seconds > 0 and res.step_window_tokens_per_s > 0
+
+
+def test_rmexp_counts_real_tokens(bench, small):
+    cfg, pairs, expected = small
+    torch.set_num_threads(1)
+    res = bench.run_rmexp(cfg, pairs, torch.device("cpu"))
+    assert (res.impl, res.setting) == ("rmexp", "default")
+    _check(res, cfg, expected)
+
+
+@pytest.mark.parametrize("gc", [None, False])
+def test_trl_counts_real_tokens(bench, small, gc):
+    cfg, pairs, expected = small
+    torch.set_num_threads(1)
+    res = bench.run_trl(cfg, pairs, torch.device("cpu"), gradient_checkpointing=gc)
+    assert res.impl == "trl"
+    _check(res, cfg, expected)
+    # TRL's own running count (attention_mask sums in compute_loss) agrees
+    assert res.extra["trl_total_train_tokens"] == expected
+    # the "default" row really is TRL's default: gradient checkpointing on
+    assert res.extra["gradient_checkpointing"] is (gc is None)
+
+
+def test_main_writes_json(bench, small, tmp_path, capsys):
+    cfg, _, expected = small
+    out = tmp_path / "r.json"
+    argv = ["--preset", "cpu-tiny", "--json", str(out), "--repeats", "1"]
+    for k, v in SMALL.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "ratio vs TRL default" in printed and "load avg" in printed
+    rep = json.loads(out.read_text())
+    for key in ("benchmark", "date", "preset", "config", "device", "device_type", "versions", "threads",
+                "loadavg_start", "loadavg_end", "data", "rows", "repeats", "warnings"):
+        assert key in rep, key
+    assert set(rep["versions"]) >= {"torch", "transformers", "trl"}
+    assert rep["threads"] == 1 and len(rep["loadavg_start"]) == 3
+    assert rep["data"]["real_tokens"] == expected
+    assert {(r["impl"], r["setting"]) for r in rep["rows"]} == {("rmexp", "default"), ("trl", "default"),
+                                                                 ("trl", "no-grad-ckpt")}
+    for r in rep["rows"]:
+        for key in ("impl", "setting", "steps", "tokens_per_s", "ratio_vs_trl_default", "total_tokens",
+                    "timed_tokens", "seconds", "step_window_tokens_per_s", "padding_efficiency", "error"):
+            assert key in r, key
+        assert r["error"] is None and r["tokens_per_s"] > 0 and r["total_tokens"] == expected
+    trl_default = next(r for r in rep["rows"] if (r["impl"], r["setting"]) == ("trl", "default"))
+    assert trl_default["ratio_vs_trl_default"] == pytest.approx(1.0)
+
+
+def test_compile_failure_is_reported_not_fatal(bench, small, monkeypatch):
+    cfg, _, _ = small
+    orig = bench.run_rmexp
+
+    def broken(cfg, pairs, device, compile_model=False):
+        if compile_model:
+            raise RuntimeError("no compiler here")
+        return orig(cfg, pairs, device)
+
+    monkeypatch.setattr(bench, "run_rmexp", broken)
+    monkeypatch.setattr(bench, "run_trl", lambda cfg, pairs, device, gradient_checkpointing=None:
+                        bench.RunResult("trl", "default" if gradient_checkpointing is None else "no-grad-ckpt",
+                                        error="skipped in this test"))
+    rep = bench.run_benchmark(cfg, compile_model=True, repeats=1, log=lambda *a: None)
+    rows = {(r["impl"], r["setting"]): r for r in rep["rows"]}
+    assert rows[("rmexp", "compile")]["tokens_per_s"] is None
+    assert "no compiler here" in rows[("rmexp", "compile")]["error"]
+    assert rows[("rmexp", "default")]["tokens_per_s"] > 0
+    assert "FAILED" in bench.format_table(rep)
+
+
+def test_bad_preset_is_one_clear_error(bench):
+    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+        bench.make_config("nope")
+    with pytest.raises(ValueError, match="precision"):
+        bench.make_config("cpu-tiny", precision="fp8")
