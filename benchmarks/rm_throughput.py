@@ -230,7 +230,7 @@ def _autocast(device: torch.device, precision: str):
 # rmexp
 def run_rmexp(cfg: BenchConfig, pairs, device: torch.device, compile_model: bool = False) -> RunResult:
     """rmexp's RM training step, as in rmexp.rm.train_reward_model, timed per step."""
-    from rmexp.rm import bucketed_batches, lr_factor, train_step
+    from rmexp.rm import bucketed_batches, lr_factor, make_optimizer, train_step
 
     res = RunResult("rmexp", "compile" if compile_model else "default")
     model = build_model(cfg, cfg.seed).to(device)
@@ -239,7 +239,7 @@ def run_rmexp(cfg: BenchConfig, pairs, device: torch.device, compile_model: bool
         # pair_forward calls model.base_model(...) and model.score(...): compile the base model in place (the
         # module's __call__ then runs the compiled forward); shapes vary per bucket, so dynamic shapes.
         model.base_model.compile(dynamic=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    opt = make_optimizer(model, cfg.lr)
     lengths = [max(len(c), len(r)) for c, r in pairs]
     batches = bucketed_batches(lengths, cfg.pairs_per_step, random.Random(f"batches-{cfg.seed}"))
     total = len(batches)

@@ -192,6 +192,11 @@ def pair_forward(model, pairs: list[tuple[list[int], list[int]]], pad_id: int) -
     return rewards[:len(pairs)], rewards[len(pairs):]
 
 
+def make_optimizer(model, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """AdamW, fused (one kernel over all parameters instead of a loop: less per-step overhead)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int, margin: float = 0.0,
                center_coef: float = 0.0, grad_clip: float = 1.0, autocast=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on a batch of pairs; returns (loss, r_chosen, r_rejected), detached.
@@ -247,7 +252,7 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
     steps_per_epoch = math.ceil(len(train_pairs) / t.batch_size)
     total = steps_per_epoch * t.epochs
     warmup = max(1, round(t.warmup_ratio * total))
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = make_optimizer(model, t.lr, t.weight_decay)
     rng = random.Random(f"batches-{t.seed}")
     history: dict[str, list[tuple[int, float]]] = {"train/loss": [], "train/acc": [], "train/margin": []}
     real_tokens, start, step = 0, time.time(), 0
