@@ -6,8 +6,11 @@ rejected [..], subset, ...`) and RewardBench 1 rows (`prompt, chosen, rejected, 
 """
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
+from filelock import FileLock
 from omegaconf import DictConfig
 
 from rmexp.world import data as world_data
@@ -77,18 +80,28 @@ def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) 
     whose samples all score the same are skipped), then label noise is applied as for template pairs.
     Cached under cache_dir by everything that determines the rows.
     """
-    import json
-    import random
-
-    from rmexp import zoo
+    from rmexp import zoo  # imported here: file-only runs never load the zoo
     from rmexp.config import config_hash
 
     d, pol = cfg.data, cfg.downstream.policy
     path, _ = zoo.policy_path(d.on_policy, world, cfg.cache_dir, progress=False)
     key = config_hash(path.name, world.seed, d, pol.temperature, pol.max_new_tokens, n_candidates)
     file = Path(cfg.cache_dir).expanduser() / "on_policy" / f"{d.on_policy}-{key}.json"
-    if file.exists():
-        return json.loads(file.read_text())
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(file) + ".lock"):  # parallel trials with the same data draw it once
+        if file.exists():
+            return json.loads(file.read_text())
+        rows = _sample_on_policy_pairs(cfg, world, path, n_candidates)
+        tmp = file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows))
+        tmp.replace(file)
+    return rows
+
+
+def _sample_on_policy_pairs(cfg: DictConfig, world: World, path: Path, n_candidates: int) -> list[dict]:
+    from rmexp import zoo
+
+    d, pol = cfg.data, cfg.downstream.policy
     model, tok = zoo.load_causal_lm(path)
     rng = random.Random(f"onpolicy-{world.seed}-{d.seed}")
     draw_domain = domain_sampler(dict(d.domain_weights), rng)
@@ -114,10 +127,6 @@ def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) 
     if len(rows) < d.size:
         raise DataSourceError(f"data.on_policy={d.on_policy}: only {len(rows)} of data.size={d.size} prompts gave "
                               f"samples of different gold quality; lower data.size or use a more varied policy")
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows))
-    tmp.replace(file)
     return rows
 
 

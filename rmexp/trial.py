@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from rmexp import bench, bon, zoo
@@ -138,15 +138,17 @@ def policy_samples(cfg: DictConfig, world: World, cache: Path, progress: bool):
     prompts = eval_prompts(world, cfg.downstream.bon.prompts_per_domain)
     key = config_hash(path.name, world.seed, pol, cfg.downstream.bon, [p.key for p in prompts])
     file = cache / "samples" / f"{pol.model}-{key}.json"
-    if file.exists():
-        return prompts, json.loads(file.read_text()), pcfg
-    model, tok = zoo.load_causal_lm(path)
-    samples = zoo.sample(model, tok, [p.text for p in prompts], cfg.downstream.bon.n_samples,
-                         pol.temperature, pol.max_new_tokens, seed=world.seed)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(samples))
-    tmp.replace(file)
+    # Trials running in parallel need the same samples: one draws them, the others wait and read them.
+    with FileLock(str(file) + ".lock"):
+        if file.exists():
+            return prompts, json.loads(file.read_text()), pcfg
+        model, tok = zoo.load_causal_lm(path)
+        samples = zoo.sample(model, tok, [p.text for p in prompts], cfg.downstream.bon.n_samples,
+                             pol.temperature, pol.max_new_tokens, seed=world.seed)
+        tmp = file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(samples))
+        tmp.replace(file)
     return prompts, samples, pcfg
 
 
