@@ -744,6 +744,7 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
                                    "summary": f"Ray: {T.error_summary(e)} (after ray.max_retries="
                                               f"{cfg.ray.max_retries} retries)",
                                    "start": submitted, "end": time.time()}
+                    refill()  # keep the workers busy while the driver writes this trial's run to MLflow
                     t.run_id, t.status, t.error = log_trial_child(client, exp_id, parent_id, name, t.spec,
                                                                   payload, runs_root / t.spec.key)
                     if payload.get("ok"):
@@ -751,7 +752,6 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
                     t.seconds = payload.get("end", 0) - payload.get("start", 0)
                     if t.status == "FAILED":
                         say(f"[sweep {name}] trial {t.spec.name} ({t.spec.label}) FAILED: {t.error}")
-                    refill()
                     say(status_line(name, trials, time.time() - t0))
 
         if started_ray and any(t.status in ("FINISHED", "FAILED") for t in trials):
