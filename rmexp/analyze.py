@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -27,6 +28,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import scipy.stats
+
+from rmexp.tracking import TRIAL_KEY_TAG, default_tracking_uri, search_all_runs, sqlite_path
 
 BENCHMARK_PREFIXES = ("rb2/", "rb1/")
 BENCHMARK_EXACT = ("eval/acc",)
@@ -57,7 +60,6 @@ PREFERRED_PAIRS = [
     ("rb2/overall", "ppo/gold"),
 ]
 
-TRIAL_KEY_TAG = "rmexp.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -85,8 +87,14 @@ def is_benchmark_metric(name: str) -> bool:
     return name.startswith(BENCHMARK_PREFIXES) or name in BENCHMARK_EXACT
 
 
+# Downstream keys that do not measure the RM: times, the SFT policy's own scores and the oracle curve (which
+# depends only on the policy's samples). Correlating benchmarks with them only adds noise and comparisons.
+NOT_RM_OUTCOMES = re.compile(r"^(ppo/seconds|ppo/sft_.*|bon/(.+/)?oracle_\d+)$")
+
+
 def is_downstream_metric(name: str) -> bool:
-    return str(name).startswith(DOWNSTREAM_PREFIXES)
+    name = str(name)
+    return name.startswith(DOWNSTREAM_PREFIXES) and not NOT_RM_OUTCOMES.match(name)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -344,42 +352,16 @@ def format_table(df: pd.DataFrame, top: int | None = None) -> str:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def default_tracking_uri() -> str:
-    return f"sqlite:///{os.path.abspath('mlflow.db')}"
-
-
-def _sqlite_path(uri: str) -> str | None:
-    """The file path of a ``sqlite:///`` URI (None for other URIs or an in-memory database)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    from urllib.parse import unquote
-
-    path = unquote(uri[len("sqlite:///") :].split("?", 1)[0])
-    return None if path in ("", ":memory:") else path
-
-
 def _client(tracking_uri: str | None):
     """An MlflowClient; refuses (AnalyzeError) a sqlite URI whose file does not exist, which MLflow would
     otherwise silently create (empty) as a side effect of reading."""
     from mlflow import MlflowClient
 
     uri = tracking_uri or default_tracking_uri()
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None and not os.path.exists(path):
         raise AnalyzeError(f"no MLflow database at {path}")
     return MlflowClient(tracking_uri=uri)
-
-
-def _search_all(client, experiment_id: str, filter_string: str = "") -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id], filter_string=filter_string, max_results=1000, page_token=token
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def _resolve(client, experiment_name: str, parent_run_id: str | None):
@@ -387,7 +369,7 @@ def _resolve(client, experiment_name: str, parent_run_id: str | None):
     if exp is None:
         raise AnalyzeError(f"experiment {experiment_name!r} not found")
     if parent_run_id is None:
-        parents = [r for r in _search_all(client, exp.experiment_id) if PARENT_TAG not in r.data.tags]
+        parents = [r for r in search_all_runs(client, exp.experiment_id) if PARENT_TAG not in r.data.tags]
         if not parents:
             raise AnalyzeError(f"experiment {experiment_name!r} has no parent (sweep) run")
         parent_run_id = max(parents, key=lambda r: (r.info.start_time or 0)).info.run_id
@@ -429,7 +411,7 @@ def load_trials(experiment_name: str, tracking_uri: str | None = None, parent_ru
     """
     client = _client(tracking_uri)
     exp, parent_run_id = _resolve(client, experiment_name, parent_run_id)
-    runs = _search_all(
+    runs = search_all_runs(
         client,
         exp.experiment_id,
         f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FINISHED'",

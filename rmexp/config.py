@@ -202,9 +202,13 @@ POSITIVE = ("model.n_layer", "model.d_model", "model.n_head", "model.pretrain_ba
             "downstream.bon.prompts_per_domain", "downstream.bon.n_samples",
             "downstream.ppo.steps", "downstream.ppo.rollout_batch", "downstream.ppo.minibatch",
             "downstream.ppo.ppo_epochs", "downstream.ppo.lr", "downstream.ppo.value_lr",
+            "downstream.ppo.eval_every", "downstream.ppo.eval_prompts_per_domain", "downstream.ppo.kl_target",
+            "downstream.ppo.kl_horizon",
             "ray.cpus_per_trial", "threads")
 NON_NEGATIVE = ("model.pretrain_steps", "model.sft_steps", "train.margin", "train.center_coef",
-                "train.weight_decay", "downstream.ppo.kl_coef", "ray.gpus_per_trial", "ray.max_retries")
+                "train.weight_decay", "downstream.ppo.kl_coef", "downstream.ppo.clip_range",
+                "downstream.ppo.clip_range_value", "downstream.ppo.vf_coef", "downstream.ppo.missing_eos_penalty",
+                "ray.gpus_per_trial", "ray.max_retries")
 FRACTIONS = ("data.label_noise", "data.eval_fraction", "train.warmup_ratio", "model.sft_wrong_rate",
              "benchmark.decontam_max_overlap", "downstream.ppo.gamma", "downstream.ppo.lam")
 
@@ -246,6 +250,11 @@ def validate(cfg: DictConfig) -> None:
         _fail("model.family", cfg.model.family, "the zoo builds families ['llama', 'gpt2']")
     if cfg.data.source == "files" and not cfg.data.path:
         _fail("data.path", None, "data.source=files needs a jsonl/parquet file or a hub dataset id")
+    if cfg.data.source == "files":
+        # Options that only shape toy data would be silently ignored: refuse them instead.
+        for key, default in (("data.label_noise", 0.0), ("data.on_policy", None)):
+            if OmegaConf.select(cfg, key) != default:
+                _fail(key, OmegaConf.select(cfg, key), "it applies to data.source=toy only")
     if cfg.benchmark.source == "files" and not (cfg.benchmark.rb2_path or cfg.benchmark.rb1_path):
         _fail("benchmark.rb2_path", None, "benchmark.source=files needs rb2_path and/or rb1_path")
     _check_mix("model.corpus_mix", cfg.model.corpus_mix)

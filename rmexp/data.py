@@ -147,12 +147,15 @@ def benchmark_rows(cfg: DictConfig, world: World) -> tuple[list[dict], list[dict
         return world_data.rb2_rows(world, b.rows_per_subset, b.seed), world_data.rb1_rows(world, b.seed)
     rb2 = read_rows(b.rb2_path, "test") if b.rb2_path else []
     rb1 = read_rows(b.rb1_path, "filtered") if b.rb1_path else []
-    for row in rb2:
-        for key in ("id", "prompt", "chosen", "rejected", "subset"):
-            if key not in row:
-                raise DataSourceError(f"RewardBench 2 row {row.get('id', '?')}: missing column {key!r}")
-    for row in rb1:
-        for key in ("id", "prompt", "chosen", "rejected", "subset"):
-            if key not in row:
-                raise DataSourceError(f"RewardBench 1 row {row.get('id', '?')}: missing column {key!r}")
+    for name, rows, completion_type in (("RewardBench 2", rb2, list), ("RewardBench 1", rb1, str)):
+        for row in rows:
+            for key in ("id", "prompt", "chosen", "rejected", "subset"):
+                if key not in row:
+                    raise DataSourceError(f"{name} row {row.get('id', '?')}: missing column {key!r}")
+            for key in ("chosen", "rejected"):
+                value = row[key]
+                if not isinstance(value, completion_type) or (completion_type is list and not value):
+                    want = "a non-empty list of strings" if completion_type is list else "a string"
+                    raise DataSourceError(f"{name} row {row['id']}: {key} must be {want}, "
+                                          f"got {type(value).__name__}")
     return rb2, rb1

@@ -565,7 +565,7 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
     gen = torch.Generator().manual_seed(p.seed)
     prompt_rng = random.Random(f"ppo-prompts-{p.seed}")
     train_prompts = {d: world.prompts(d, "train") for d in DOMAINS}
-    eval_prompts = [q for d in DOMAINS for q in world.prompts(d, "heldout")[:p.eval_prompts_per_domain]]
+    eval_prompts = [q for d in DOMAINS for q in world.sample_prompts(d, "heldout", p.eval_prompts_per_domain)]
     budget = cfg.benchmark.score_batch_tokens
 
     history: dict[str, list[tuple[int, float]]] = {k: [] for k in (

@@ -421,22 +421,11 @@ def _unpack_files(payload: dict, out_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- MLflow
-def _search_all(client, experiment_id: str, filter_string: str = "") -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
-                                  page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def finished_trials(client, experiment_id: str) -> dict[str, Any]:
     """trial key -> a FINISHED run of it in the experiment (an original run preferred over a cached copy;
     the latest of several)."""
     best: dict[str, Any] = {}
-    for run in _search_all(client, experiment_id, "attributes.status = 'FINISHED'"):
+    for run in T.search_all_runs(client, experiment_id, "attributes.status = 'FINISHED'"):
         key = run.data.tags.get(TRIAL_KEY_TAG)
         if not key:
             continue

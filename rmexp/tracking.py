@@ -40,7 +40,6 @@ from urllib.parse import unquote
 
 from omegaconf import DictConfig, OmegaConf
 
-from rmexp.analyze import TRIAL_KEY_TAG
 
 ERROR_TAG = "rmexp.error"
 CACHED_FROM_TAG = "rmexp.cached_from"
@@ -60,6 +59,9 @@ UI_PORT = 5000
 
 
 # ----------------------------------------------------------------------------------------------------- URIs
+TRIAL_KEY_TAG = "rmexp.trial_key"  # hash of the resolved trial config: how reruns find finished trials
+
+
 def default_tracking_uri() -> str:
     """``sqlite:///<absolute cwd>/mlflow.db``."""
     return f"sqlite:///{Path.cwd().resolve()}/mlflow.db"
@@ -77,6 +79,18 @@ def sqlite_path(uri: str) -> Path | None:
         return None
     path = unquote(uri[len("sqlite:///"):].split("?", 1)[0])
     return None if path in ("", ":memory:") else Path(path)
+
+
+def search_all_runs(client, experiment_id: str, filter_string: str = "") -> list:
+    """Every run of an experiment matching the filter, following MLflow's pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:

@@ -23,7 +23,7 @@ from rmexp import data as data_sources
 from rmexp.config import config_hash, load_model_config, to_plain
 from rmexp.rm import RM_VERSION, RewardModel, load_reward_model, train_reward_model
 from rmexp.world.core import World
-from rmexp.world.data import decontamination
+from rmexp.world.data import decontamination, rb2_length_scores
 from rmexp.world.domains import DOMAINS
 
 # Keys that say where and how a trial runs, not what it computes: left out of its identity.
@@ -79,14 +79,31 @@ def trial_params(cfg: DictConfig, policy_family: str | None) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------------
+def _model_identity(cfg: DictConfig, base: Path) -> str:
+    """What the base weights are: the zoo's content-hashed directory, or a checkpoint path and its mtimes."""
+    if cfg.model.source == "toy":
+        return base.name
+    local = Path(cfg.model.path).expanduser()
+    if local.is_dir():
+        mtimes = sorted((f.name, f.stat().st_mtime_ns) for f in local.iterdir() if f.is_file())
+        return f"{local.resolve()}|{mtimes}"
+    return str(cfg.model.path)  # a hub id (resolved by the HF cache)
+
+
 def reward_model_stage(cfg: DictConfig, world: World, base: Path, prefs: list[dict],
                        cache: Path, progress: bool) -> RewardModel:
-    model_id = base.name if cfg.model.source == "toy" else cfg.model.path
-    key = config_hash(model_id, cfg.world, cfg.data, cfg.train, RM_VERSION)
+    # Keyed by the rows themselves (not the data config): on-policy sampling settings, edited files and
+    # ignored data options then all do the right thing. Locked: parallel trials that need the same RM
+    # (e.g. a sweep over downstream settings) train it once.
+    rows_hash = config_hash([[r["prompt"], r["chosen"], r["rejected"]] for r in prefs])
+    key = config_hash(_model_identity(cfg, base), rows_hash, cfg.data.eval_fraction, cfg.data.seed, cfg.train,
+                      cfg.device, RM_VERSION)
     path = cache / "rm" / f"{cfg.model.name}-{key}"
-    if (path / "rmexp_rm.json").exists():
-        return load_reward_model(path, cfg.model.trust_remote_code, cfg.device)
-    return train_reward_model(base, prefs, cfg, path, cfg.model.trust_remote_code, progress, cfg.device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not (path / "rmexp_rm.json").exists():
+            return train_reward_model(base, prefs, cfg, path, cfg.model.trust_remote_code, progress, cfg.device)
+    return load_reward_model(path, cfg.model.trust_remote_code, cfg.device)
 
 
 def benchmark_stage(cfg: DictConfig, rm: RewardModel, rb2: list[dict], rb1: list[dict],
@@ -111,11 +128,7 @@ def benchmark_stage(cfg: DictConfig, rm: RewardModel, rb2: list[dict], rb1: list
             row["result"] = ex["result"]
         artifacts.append(_write_jsonl(out_dir / "rb2_scores.jsonl", per_row))
         # "Pick the longer" baseline on the same rows: length must not be a shortcut.
-        longer = [{"id": r["id"], "subset": r["subset"],
-                   "scores_chosen": [float(len(c.split())) for c in row["chosen"]],
-                   "scores_rejected": [float(len(c.split())) for c in row["rejected"]]}
-                  for r, row in zip(per_row, rb2)]
-        for name, value in bench.score_rb2(longer).scores.items():
+        for name, value in bench.score_rb2(rb2_length_scores(rb2)).scores.items():
             metrics[f"baseline_longer/rb2/{name}"] = value
     if rb1:
         sc = rm.score([r["prompt"] for r in rb1], [r["chosen"] for r in rb1], budget)
@@ -176,8 +189,8 @@ def run_trial(cfg: DictConfig, out_dir: Path, progress: Callable[[str], None] | 
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(cfg.cache_dir).expanduser().resolve()
     start = time.time()
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    artifacts = [out_dir / "config.yaml"]
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # tracking logs it to the run
+    artifacts: list[Path] = []
     metrics: dict[str, float] = {}
     timings: dict[str, float] = {}
 

@@ -30,8 +30,8 @@ def test_tiny_preset_end_to_end(tiny):
         assert key in tiny.metrics, key
     assert 0.0 <= tiny.metrics["rb2/Factuality"] <= 1.0
     names = {p.name for p in tiny.artifacts}
-    assert {"config.yaml", "rb2_scores.jsonl", "rb1_scores.jsonl", "bon_samples.jsonl", "bon_curves.png",
-            "metrics.json"} <= names
+    assert {"rb2_scores.jsonl", "rb1_scores.jsonl", "bon_samples.jsonl", "bon_curves.png", "metrics.json"} <= names
+    assert "model:" in (tiny.artifacts[0].parent / "config.yaml").read_text()  # the resolved config beside them
     assert tiny.params["model"] == "toy_llama_xs" and tiny.params["lineage"] == "same"
     assert len(tiny.history["train/loss"]) == tiny.metrics["train/steps"]
     # BoN: the oracle curve never falls below the RM's pick.
@@ -47,11 +47,22 @@ def test_per_example_scores_reproduce_the_metrics(tiny):
     assert score_rb2(rows).scores["overall"] == pytest.approx(tiny.metrics["rb2/overall"])
 
 
-def test_cached_rm_gives_the_same_metrics(tiny, zoo_cache, tmp_path):
-    """Rerunning the same trial loads the cached RM and samples: metrics identical to the first run."""
+def test_cached_rm_gives_the_same_metrics(tiny, zoo_cache, tmp_path, monkeypatch):
+    """Rerunning the same trial loads the cached RM and samples: no training, metrics identical."""
+    monkeypatch.setattr(trial, "train_reward_model", lambda *a, **k: pytest.fail("retrained a cached RM"))
     again = _run(["preset=tiny", f"cache_dir={zoo_cache}", "data.seed=0", "train.seed=0"], tmp_path)
     for key in REQUIRED:
         assert again.metrics[key] == tiny.metrics[key], key
+
+
+def test_downstream_change_reuses_the_rm_and_data_change_does_not(tiny, zoo_cache, tmp_path, monkeypatch):
+    calls = []
+    real = trial.train_reward_model
+    monkeypatch.setattr(trial, "train_reward_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _run(["preset=tiny", f"cache_dir={zoo_cache}", "downstream.bon.n_samples=4"], tmp_path / "a")
+    assert calls == []  # only BoN changed: the RM comes from the cache
+    _run(["preset=tiny", f"cache_dir={zoo_cache}", "data.size=2990"], tmp_path / "b")
+    assert calls == [1]  # other preference rows: another RM
 
 
 def test_retraining_from_scratch_is_deterministic(zoo_cache, tmp_path, tiny):
@@ -106,17 +117,21 @@ def test_real_world_path_with_local_model_and_files(world, zoo_cache, tmp_path):
     # Preferences in TRL's conversational format (chat messages), RB2 as jsonl, RB1 as parquet.
     prefs = [{"chosen": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
               "rejected": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["rejected"]}]}
-             for r in preferences(world, 300, {"Safety": 1.0, "Focus": 1.0}, 0.0, 0)]
+             for r in preferences(world, 600, {"Safety": 1.0, "Focus": 1.0}, 0.0, 0)]
     _write_jsonl(tmp_path / "prefs.jsonl", prefs)
     _write_jsonl(tmp_path / "rb2.jsonl", rb2_rows(world, 4, 0))
     pd.DataFrame(rb1_rows(world, 0, max_per_subset=3)).to_parquet(tmp_path / "rb1.parquet")
     result = _run(["model=hf", f"model.path={tmp_path / 'local-model'}", "model.family=llama",
-                   "data=files", f"data.path={tmp_path / 'prefs.jsonl'}", "data.size=300", "train.epochs=1",
+                   "data=files", f"data.path={tmp_path / 'prefs.jsonl'}", "data.size=600", "train.epochs=2",
                    "benchmark=rewardbench2", f"benchmark.rb2_path={tmp_path / 'rb2.jsonl'}",
                    f"benchmark.rb1_path={tmp_path / 'rb1.parquet'}", "downstream.bon.enabled=false",
                    f"cache_dir={tmp_path / 'cache'}"], tmp_path / "out")
-    assert "rb2/overall" in result.metrics and "rb1/overall" in result.metrics
-    assert result.metrics["train/n_pairs"] > 0 and result.metrics["decontam/overlap"] == 0.0
+    m = result.metrics
+    assert 0.0 <= m["rb2/overall"] <= 1.01 and 0.0 <= m["rb1/overall"] <= 1.0
+    assert m["train/n_pairs"] + m["eval/n"] == 600 and m["decontam/overlap"] == 0.0
+    # Safety/Focus pairs from clean labels are easy: the RM on the local model must learn them.
+    # Measured when written: train/acc 0.69, eval/acc 0.67, train/loss 0.573 (< log 2 = 0.693).
+    assert m["train/acc"] > 0.6 and m["eval/acc"] > 0.55 and m["train/loss"] < 0.65
 
 
 def test_contaminated_benchmark_is_refused(world, zoo_cache, tmp_path):

@@ -41,7 +41,9 @@ from typing import Any
 
 from rmexp.bench import RB2_SUBSETS, SUBSET_MAPPING, score_rb1, score_rb2
 from rmexp.world.core import World
-from rmexp.world.data import decontamination, preferences, rb1_rows, rb2_rows
+from rmexp.world.data import (
+    decontamination, preferences, rb1_length_scores, rb1_rows, rb2_length_scores, rb2_rows, word_count,
+)
 from rmexp.world.domains import DOMAINS
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl"}
@@ -169,23 +171,6 @@ def write_rows(rows: list[dict[str, Any]], path: str | Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------
-def word_count(text: str) -> int:
-    """Length in the toy world's words (whitespace tokens, punctuation included): what an RM sees."""
-    return len(text.split())
-
-
-def rb2_length_scores(rows: list[dict], sign: int = 1) -> list[dict]:
-    """RB2 rows scored by length: sign=1 prefers the longer completion, sign=-1 the shorter."""
-    return [{"id": r["id"], "subset": r["subset"],
-             "scores_chosen": [sign * word_count(c) for c in r["chosen"]],
-             "scores_rejected": [sign * word_count(c) for c in r["rejected"]]} for r in rows]
-
-
-def rb1_length_scores(rows: list[dict], sign: int = 1) -> list[dict]:
-    return [{"id": r["id"], "subset": r["subset"], "score_chosen": sign * word_count(r["chosen"]),
-             "score_rejected": sign * word_count(r["rejected"])} for r in rows]
-
-
 def _section(subset: str) -> str:
     return next(s for s, subs in SUBSET_MAPPING.items() if subset in subs)
 

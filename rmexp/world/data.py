@@ -125,6 +125,24 @@ def rb1_rows(world: World, seed: int, max_per_subset: int = 40) -> list[dict]:
     return rows
 
 
+# "Pick the longer" baselines: score each completion by its length, so length can be shown not to be a shortcut.
+def word_count(text: str) -> int:
+    """Length in the toy world's words (whitespace tokens, punctuation included): what an RM sees."""
+    return len(text.split())
+
+
+def rb2_length_scores(rows: list[dict], sign: int = 1) -> list[dict]:
+    """RB2 rows scored by length: sign=1 prefers the longer completion, sign=-1 the shorter."""
+    return [{"id": r["id"], "subset": r["subset"],
+             "scores_chosen": [sign * word_count(c) for c in r["chosen"]],
+             "scores_rejected": [sign * word_count(c) for c in r["rejected"]]} for r in rows]
+
+
+def rb1_length_scores(rows: list[dict], sign: int = 1) -> list[dict]:
+    return [{"id": r["id"], "subset": r["subset"], "score_chosen": sign * word_count(r["chosen"]),
+             "score_rejected": sign * word_count(r["rejected"])} for r in rows]
+
+
 @dataclass
 class DecontamReport:
     n_benchmark: int
