@@ -193,8 +193,9 @@ def pair_forward(model, pairs: list[tuple[list[int], list[int]]], pad_id: int) -
 
 
 def make_optimizer(model, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """AdamW, fused (one kernel over all parameters instead of a loop: less per-step overhead)."""
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    """AdamW (the default, not `fused=True`: on CPU the fused kernel was ~4% faster in the benchmark but
+    trained the default toy RM to a clearly worse result, eval/acc 0.62 vs 0.76 -- not a trade to make)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int, margin: float = 0.0,
