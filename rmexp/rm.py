@@ -29,7 +29,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rmexp.progress import progress_bar
 
-RM_VERSION = 1  # bump when training changes, so cached RMs are retrained
+RM_VERSION = 2  # bump when training changes, so cached RMs are retrained
 
 
 # ---------------------------------------------------------------------------------------------------
