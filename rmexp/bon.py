@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from rmexp.plots import save_figure
+
 DEFAULT_NS: tuple[int, ...] = (1, 2, 4, 8, 16)
 OVERALL = "overall"  # the domain label of the all-prompts rows in `bon_curve_table`
 
@@ -221,9 +223,4 @@ def plot_bon_curves(metrics_or_rows: Mapping[str, float] | Sequence[Mapping[str,
         ax.set_ylabel("gold score")
     axes.flat[0].legend(loc="best", fontsize="small")
     fig.suptitle("Best-of-N: expected gold score")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rmexp.plots import save_figure
+
 # ==================================================================================================
 # Primitives (pure tensor functions; tested in tests/test_ppo_math.py)
 # ==================================================================================================
@@ -517,12 +519,7 @@ def plot_ppo_curve(history: dict[str, list[tuple[int, float]]], path: Path, titl
     ax_kl.set_title("KL to the reference")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------
