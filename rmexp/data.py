@@ -118,12 +118,8 @@ def _sample_on_policy_pairs(cfg: DictConfig, world: World, path: Path, n_candida
             best, worst = max(range(len(cands)), key=golds.__getitem__), min(range(len(cands)), key=golds.__getitem__)
             if golds[best] == golds[worst] or len(rows) >= d.size:
                 continue
-            good, bad = cands[best], cands[worst]
-            flipped = rng.random() < d.label_noise
-            chosen, rejected = (bad, good) if flipped else (good, bad)
-            rows.append({"id": f"onpolicy-{len(rows)}", "prompt": p.text, "chosen": chosen, "rejected": rejected,
-                         "domain": p.domain, "prompt_key": p.key, "flipped": flipped,
-                         "gold_chosen": world.gold(p, chosen), "gold_rejected": world.gold(p, rejected)})
+            rows.append(world_data.pair_row(world, f"onpolicy-{len(rows)}", p, cands[best], cands[worst],
+                                            flipped=rng.random() < d.label_noise))
     if len(rows) < d.size:
         raise DataSourceError(f"data.on_policy={d.on_policy}: only {len(rows)} of data.size={d.size} prompts gave "
                               f"samples of different gold quality; lower data.size or use a more varied policy")

@@ -55,12 +55,17 @@ def preferences(world: World, size: int, domain_weights: dict[str, float], label
         domain = draw_domain()
         p = rng.choice(world.prompts(domain, "train"))
         good, bad = world.correct(rng, p), world.wrong(rng, p)
-        flipped = rng.random() < label_noise
-        chosen, rejected = (bad, good) if flipped else (good, bad)
-        rows.append({"id": f"pref-{i}", "prompt": p.text, "chosen": chosen, "rejected": rejected,
-                     "domain": domain, "prompt_key": p.key, "flipped": flipped,
-                     "gold_chosen": world.gold(p, chosen), "gold_rejected": world.gold(p, rejected)})
+        rows.append(pair_row(world, f"pref-{i}", p, good, bad, flipped=rng.random() < label_noise))
     return rows
+
+
+def pair_row(world: World, row_id: str, p: Prompt, good: str, bad: str, flipped: bool) -> dict:
+    """A preference row: `good` chosen over `bad`, or the other way round when the label is flipped (noise);
+    the gold scores stay attached so a run can report how noisy its labels really were."""
+    chosen, rejected = (bad, good) if flipped else (good, bad)
+    return {"id": row_id, "prompt": p.text, "chosen": chosen, "rejected": rejected, "domain": p.domain,
+            "prompt_key": p.key, "flipped": flipped,
+            "gold_chosen": world.gold(p, chosen), "gold_rejected": world.gold(p, rejected)}
 
 
 def rb2_rows(world: World, rows_per_subset: int, seed: int) -> list[dict]:
