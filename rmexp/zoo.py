@@ -139,8 +139,16 @@ def heldout_lm_loss(model, tok, world: World, per_domain: int = 20, seed: int = 
 
 
 def zoo_key(cfg: DictConfig, world_seed: int) -> str:
+    """Hash of what determines the weights: the same recipe under another name or size label is the same
+    model, a random-init model ignores the pretraining recipe, and a base ignores the SFT settings."""
     recipe = OmegaConf.to_container(cfg, resolve=True)
-    recipe.pop("name")  # the same recipe under two names is the same model
+    for label in ("name", "size", "source", "path", "trust_remote_code"):
+        recipe.pop(label)
+    if recipe["init"] == "random":
+        for key in ("pretrain_steps", "pretrain_lr", "pretrain_batch", "block_size", "corpus_mix"):
+            recipe.pop(key)
+    if not recipe["sft_steps"]:
+        recipe.pop("sft_wrong_rate")
     return config_hash(recipe, world_seed, ZOO_VERSION)
 
 

@@ -47,6 +47,17 @@ def test_cached_model_is_not_rebuilt(world, zoo_cache, xs_path, monkeypatch):
     assert zoo.model_path(_cfg("toy_llama_xs", name="alias"), world, zoo_cache, progress=False) == xs_path
 
 
+def test_key_ignores_what_does_not_change_the_weights():
+    base = _cfg("toy_llama_s")
+    assert zoo.zoo_key(base, 0) == zoo.zoo_key(_cfg("toy_llama_s", size="small", sft_wrong_rate=0.1), 0)
+    random_a = _cfg("random_llama_s")
+    assert zoo.zoo_key(random_a, 0) == zoo.zoo_key(_cfg("random_llama_s", pretrain_steps=999), 0)
+    assert zoo.zoo_key(base, 0) != zoo.zoo_key(_cfg("toy_llama_s", pretrain_steps=601), 0)
+    assert zoo.zoo_key(base, 0) != zoo.zoo_key(base, 1)  # another world
+    sft = _cfg("toy_llama_s_sft")
+    assert zoo.zoo_key(sft, 0) != zoo.zoo_key(_cfg("toy_llama_s_sft", sft_wrong_rate=0.1), 0)
+
+
 def test_different_recipe_gets_another_directory(world, zoo_cache, xs_path):
     other = zoo.model_path(_cfg("toy_llama_xs", pretrain_steps=20), world, zoo_cache, progress=False)
     assert other != xs_path and (other / "rmexp_zoo.json").exists()
