@@ -14,7 +14,7 @@ from filelock import FileLock
 from omegaconf import DictConfig
 
 from rmexp.world import data as world_data
-from rmexp.world.core import World, domain_sampler
+from rmexp.world.core import WORLD_VERSION, World, domain_sampler
 
 
 class DataSourceError(RuntimeError):
@@ -85,7 +85,7 @@ def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) 
 
     d, pol = cfg.data, cfg.downstream.policy
     path, _ = zoo.policy_path(d.on_policy, world, cfg.cache_dir, progress=False)
-    key = config_hash(path.name, world.seed, d, pol.temperature, pol.max_new_tokens, n_candidates)
+    key = config_hash(path.name, world.seed, WORLD_VERSION, d, pol.temperature, pol.max_new_tokens, n_candidates)
     file = Path(cfg.cache_dir).expanduser() / "on_policy" / f"{d.on_policy}-{key}.json"
     file.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(file) + ".lock"):  # parallel trials with the same data draw it once

@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaC
 
 from rmexp.config import config_hash, load_model_config
 from rmexp.progress import progress_bar
-from rmexp.world.core import World, chat_text
+from rmexp.world.core import WORLD_VERSION, World, chat_text
 from rmexp.world.domains import DOMAINS
 from rmexp.world.tokenizer import build_tokenizer
 
@@ -149,7 +149,7 @@ def zoo_key(cfg: DictConfig, world_seed: int) -> str:
             recipe.pop(key)
     if not recipe["sft_steps"]:
         recipe.pop("sft_wrong_rate")
-    return config_hash(recipe, world_seed, ZOO_VERSION)
+    return config_hash(recipe, world_seed, WORLD_VERSION, ZOO_VERSION)
 
 
 def model_path(cfg: DictConfig, world: World, cache_dir: str | Path, progress: bool = True) -> Path:

@@ -13,6 +13,7 @@ from rmexp.world.domains import (
     PreciseIF, Prompt, Safety, Ties, extra_words,
 )
 
+WORLD_VERSION = 1  # bump when prompts, answers, verifiers or the corpus change: zoo, RM and sample caches key on it
 HELDOUT_FRACTION = 0.3  # share of each domain's prompts kept for benchmarks and downstream evaluation
 
 
