@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,7 +14,13 @@ import pytest
 from rmexp import bench
 from rmexp.bench import BenchResult, main, metric_dict, score_rb1, score_rb2
 
-PY = "/work/main/.venv/bin/python"
+PY = sys.executable  # the interpreter running the tests (the project's venv, wherever the clone lives)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(fmt: str, path) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "rmexp.bench", "score", "--format", fmt, str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
 
 
 def rb2(id_, subset, chosen, rejected):
@@ -303,13 +310,7 @@ def test_cli_rb2_end_to_end(tmp_path):
     ]
     f = tmp_path / "scores.jsonl"
     _write_jsonl(f, rows)
-    proc = subprocess.run(
-        [PY, "-m", "rmexp.bench", "score", "--format", "rb2", str(f)],
-        cwd="/work/main",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _cli("rb2", f)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -322,13 +323,7 @@ def test_cli_rb2_end_to_end(tmp_path):
 def test_cli_bad_file_exit_2(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text(json.dumps(rb1(0, "shp", 1.0, 0.0)) + "\n{not json\n", encoding="utf-8")
-    proc = subprocess.run(
-        [PY, "-m", "rmexp.bench", "score", "--format", "rb1", str(f)],
-        cwd="/work/main",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _cli("rb1", f)
     assert proc.returncode == 2
     assert proc.stdout == ""
     err = proc.stderr.strip().splitlines()
