@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -29,11 +28,13 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from rmexp.downstream import DOWNSTREAM, headline_metrics, is_outcome, is_rm_outcome, method_of
 from rmexp.tracking import TRIAL_KEY_TAG, default_tracking_uri, search_all_runs, sqlite_path
 
 BENCHMARK_PREFIXES = ("rb2/", "rb1/")
 BENCHMARK_EXACT = ("eval/acc",)
-DOWNSTREAM_PREFIXES = ("bon/", "ppo/")
+# Downstream prefixes and outcomes come from the registry of downstream methods (rmexp/downstream/).
+DOWNSTREAM_PREFIXES = tuple(m.prefix for m in DOWNSTREAM.values())
 
 #: Columns of the table returned by :func:`correlate` (``n_boot_valid`` is the number of bootstrap resamples
 #: that were usable, i.e. where neither column was constant).
@@ -53,12 +54,8 @@ CORR_COLUMNS = [
 #: A bootstrap CI is reported only when at least this fraction of the resamples was usable.
 MIN_VALID_BOOT_FRACTION = 0.5
 
-#: Pairs always plotted first when present, in this order.
-PREFERRED_PAIRS = [
-    ("rb2/overall", "bon/gain_16"),
-    ("rb1/overall", "bon/gain_16"),
-    ("rb2/overall", "ppo/gold"),
-]
+#: Overall benchmark scores, paired first with each downstream method's headline outcomes (rmexp/downstream/).
+HEADLINE_BENCH = ("rb2/overall", "rb1/overall", "eval/acc")
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -87,14 +84,17 @@ def is_benchmark_metric(name: str) -> bool:
     return name.startswith(BENCHMARK_PREFIXES) or name in BENCHMARK_EXACT
 
 
-# Downstream keys that do not measure the RM: times, the SFT policy's own scores and the oracle curve (which
-# depends only on the policy's samples). Correlating benchmarks with them only adds noise and comparisons.
-NOT_RM_OUTCOMES = re.compile(r"^(ppo/seconds|ppo/sft_.*|bon/(.+/)?oracle_\d+)$")
-
-
 def is_downstream_metric(name: str) -> bool:
-    name = str(name)
-    return name.startswith(DOWNSTREAM_PREFIXES) and not NOT_RM_OUTCOMES.match(name)
+    """An RM outcome of a downstream method (its `outcomes`): what the correlations pair with benchmarks. Times,
+    diagnostics (``ppo/kl_coef``, ``bon/oracle_16``) and the metrics of methods that do not use the RM (a
+    reference line such as RLVR) only add noise and comparisons."""
+    return is_rm_outcome(name)
+
+
+def is_reference_metric(name: str) -> bool:
+    """An outcome of a method that does not use the RM (``uses_rm=False``): shown beside, never correlated."""
+    m = method_of(name)
+    return m is not None and not m.uses_rm and is_outcome(name)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -245,9 +245,11 @@ def corr_metrics(df: pd.DataFrame) -> dict[str, float]:
 
 
 def headline_pairs(df: pd.DataFrame, k: int = 4) -> list[tuple[str, str]]:
-    """Pairs to plot: the :data:`PREFERRED_PAIRS` present in ``df``, then the strongest |pearson| others, k in all."""
+    """Pairs to plot: the overall RB2/RB1 scores against each method's headline outcome present in ``df`` (e.g.
+    ``bon/gain_16``, ``ppo/gold``), then the strongest |pearson| others, k in all."""
     present = {(r.bench, r.downstream) for r in df.itertuples(index=False) if r.n > 0}
-    pairs = [p for p in PREFERRED_PAIRS if p in present][:k]
+    preferred = [(b, d) for d in headline_metrics(set(df["downstream"]), rm_only=True) for b in HEADLINE_BENCH[:2]]
+    pairs = [p for p in preferred if p in present][:k]
     others = df[np.isfinite(df["pearson"].to_numpy(dtype=float))]
     others = others.assign(_abs=others["pearson"].abs()).sort_values("_abs", ascending=False, kind="stable")
     for r in others.itertuples(index=False):

@@ -84,6 +84,10 @@ class TrainConfig:
     seed: int = 0
 
 
+def _default_rm() -> Dict[str, Any]:
+    return {"kind": "classifier"}
+
+
 @dataclass
 class BenchmarkConfig:
     source: str = "toy"              # toy: built from held-out prompts | files: rb2_path / rb1_path
@@ -171,6 +175,9 @@ class Config:
     world: WorldConfig = field(default_factory=WorldConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # rm.kind picks a registered RM kind (rmexp/rm/); the other keys are that kind's options, checked by `validate`
+    # against its options dataclass (a Dict here: each kind has its own keys).
+    rm: Dict[str, Any] = field(default_factory=_default_rm)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -179,7 +186,7 @@ class Config:
     cache_dir: str = ".rmexp_cache"  # stage outputs and the zoo, keyed by content hash
     device: str = "cpu"              # cpu | cuda | auto
     threads: int = 1                 # torch CPU threads for a single run
-    fail_stage: Optional[str] = None # test hook: raise in this stage (rm, bench, bon, ppo)
+    fail_stage: Optional[str] = None # test hook: raise in this stage (rm, bench, or a downstream method's name)
 
 
 def register() -> None:
@@ -193,7 +200,6 @@ CHOICES = {
     "data.source": ("toy", "files"), "train.schedule": ("constant", "linear", "cosine"),
     "train.overlong": ("truncate", "drop"), "benchmark.source": ("toy", "files"),
     "downstream.ppo.kl_kind": ("k1", "k2", "k3", "abs"), "device": ("cpu", "cuda", "auto"),
-    "fail_stage": (None, "rm", "bench", "bon", "ppo"),
 }
 POSITIVE = ("model.n_layer", "model.d_model", "model.n_head", "model.pretrain_batch", "model.block_size",
             "data.size", "train.epochs", "train.lr", "train.batch_size", "train.max_length",
@@ -227,8 +233,22 @@ def _check_mix(key: str, weights: Dict[str, float]) -> None:
         _fail(key, dict(weights), "the weights must sum to a positive total")
 
 
+def _check_registries(cfg: DictConfig) -> None:
+    """The RM kind and its options, and the test hook's stage, against what is registered."""
+    from rmexp.downstream import DOWNSTREAM
+    from rmexp.rm import check_rm_config
+
+    problem = check_rm_config(cfg.rm)
+    if problem:
+        raise ConfigError(f"config error: {problem}")
+    stages = [None, "rm", "bench", *DOWNSTREAM]
+    if cfg.fail_stage not in stages:
+        _fail("fail_stage", cfg.fail_stage, f"choose one of {stages}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values the type system cannot: ranges, choices, mixes, paths that must be given."""
+    _check_registries(cfg)
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if allowed is not None and value not in allowed:

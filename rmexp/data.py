@@ -10,9 +10,9 @@ import json
 import random
 from pathlib import Path
 
-from filelock import FileLock
 from omegaconf import DictConfig
 
+from rmexp.config import to_plain
 from rmexp.world import data as world_data
 from rmexp.world.core import WORLD_VERSION, World, domain_sampler
 
@@ -81,21 +81,18 @@ def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) 
     Cached under cache_dir by everything that determines the rows.
     """
     from rmexp import zoo  # imported here: file-only runs never load the zoo
+    from rmexp.cache import cached, content_id, write_json
     from rmexp.config import config_hash
 
     d, pol = cfg.data, cfg.downstream.policy
     path, _ = zoo.policy_path(d.on_policy, world, cfg.cache_dir, progress=False)
-    key = config_hash(path.name, world.seed, WORLD_VERSION, d, pol.temperature, pol.max_new_tokens, n_candidates)
-    file = Path(cfg.cache_dir).expanduser() / "on_policy" / f"{d.on_policy}-{key}.json"
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(file) + ".lock"):  # parallel trials with the same data draw it once
-        if file.exists():
-            return json.loads(file.read_text())
-        rows = _sample_on_policy_pairs(cfg, world, path, n_candidates)
-        tmp = file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rows))
-        tmp.replace(file)
-    return rows
+    # The policy by its content, not its name; the data config without the name for the same reason.
+    data = {k: v for k, v in to_plain(d).items() if k != "on_policy"}
+    key = config_hash(content_id(path), world.seed, WORLD_VERSION, data, pol.temperature, pol.max_new_tokens,
+                      n_candidates)
+    return cached("on_policy", key, cfg.cache_dir,
+                  lambda folder: write_json(folder / "rows.json", _sample_on_policy_pairs(cfg, world, path, n_candidates)),
+                  lambda folder: json.loads((folder / "rows.json").read_text()), label=d.on_policy)
 
 
 def _sample_on_policy_pairs(cfg: DictConfig, world: World, path: Path, n_candidates: int) -> list[dict]:

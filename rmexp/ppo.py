@@ -542,16 +542,20 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
     n_minibatches = exact_div(p.rollout_batch, p.minibatch, "downstream.ppo.rollout_batch / downstream.ppo.minibatch")
     if p.kl_kind not in KL_KINDS:
         raise ValueError(f"downstream.ppo.kl_kind={p.kl_kind!r}; allowed: {', '.join(KL_KINDS)}")
+    value_init = rm.value_init()
+    if value_init is None:
+        raise ValueError(f"PPO: rm={rm.kind} offers no value-model initialisation (value_init() is None); "
+                         f"PPO needs one: use an RM kind that has a score head (e.g. rm=classifier)")
     torch.manual_seed(p.seed)
     path, _ = zoo.policy_path(pol.model, world, cache, show_bars)
     policy, tok = zoo.load_causal_lm(path)
     check_same_vocab(tok, rm.tok)
     if tok.eos_token_id is None or tok.pad_token_id is None:
         raise ValueError(f"PPO: the policy's tokenizer ({path}) needs an eos and a pad token")
-    device = next(rm.model.parameters()).device  # the trial put the RM where cfg.device says; PPO follows it
+    device = next(value_init.model.parameters()).device  # the trial put the RM where cfg.device says; PPO follows
     policy.to(device)
     ref = copy.deepcopy(policy).requires_grad_(False)
-    value_model = ValueModel(rm.model, rm.offset)
+    value_model = ValueModel(value_init.model, value_init.offset)
     # Dropout off everywhere (as TRL): log-probs of the rollout and of the update must come from one function.
     for m in (policy, ref, value_model):
         m.eval()

@@ -55,12 +55,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rmexp.analyze import PARENT_TAG, TRIAL_KEY_TAG
+from rmexp.analyze import HEADLINE_BENCH, PARENT_TAG, TRIAL_KEY_TAG
+from rmexp.downstream import headline_metrics
 from rmexp.config import CONF_DIR, ConfigError, validate
 from rmexp import tracking as T
 
-SUMMARY_METRICS = ("rb2/overall", "rb1/overall", "eval/acc", "bon/gain_16", "ppo/gold", "ppo/gold_delta")
-OPTIONAL_SUMMARY_METRICS = ("ppo/gold", "ppo/gold_delta")  # shown only when some trial has it
 MIN_TRIALS_FOR_CORRELATION = 3
 MAX_SHIPPED_BYTES = 512 * 2**20  # artifacts sent back from another node, in all
 
@@ -560,9 +559,8 @@ def _cell(v: Any, width: int = 40) -> str:
 def summary_table(trials: list[TrialOutcome]) -> str:
     """Fixed-width text: trial, its axis values, status, headline metrics, seconds."""
     axes = list(dict.fromkeys(k for t in trials for k in t.spec.axes))
-    bon = _bon_gain_key(k for t in trials for k in t.metrics) or "bon/gain_16"
-    metrics = [bon if m == "bon/gain_16" else m for m in SUMMARY_METRICS
-               if m not in OPTIONAL_SUMMARY_METRICS or any(m in t.metrics for t in trials)]
+    # The overall benchmark scores, then each downstream method's headline outcomes that some trial has.
+    metrics = [*HEADLINE_BENCH, *headline_metrics({k for t in trials for k in t.metrics})]
     header = ["trial", *axes, "status", *metrics, "seconds"]
     rows = []
     for t in trials:
@@ -583,28 +581,11 @@ def summary_table(trials: list[TrialOutcome]) -> str:
     return "\n".join(lines)
 
 
-HEADLINE_BENCH = ("rb2/overall", "rb1/overall", "eval/acc")
-HEADLINE_DOWNSTREAM = ("bon/gain_16", "ppo/gold", "ppo/gold_delta")
-
-
-def _bon_gain_key(names: Iterable[str]) -> str | None:
-    """``bon/gain_16`` when present, else the top-level ``bon/gain_<N>`` with the largest N (a sweep with
-    fewer samples per prompt has no N=16)."""
-    names = set(names)
-    if "bon/gain_16" in names:
-        return "bon/gain_16"
-    ns = [int(m.group(1)) for n in names if (m := re.fullmatch(r"bon/gain_(\d+)", n))]
-    return f"bon/gain_{max(ns)}" if ns else None
-
-
 def headline_correlations(df) -> str:
     """The overall benchmark scores against the headline downstream metrics, as a table."""
     from rmexp.analyze import format_table, headline_pairs
 
-    downstream = set(df["downstream"])
-    heads = [d for d in HEADLINE_DOWNSTREAM if d in downstream and d != "bon/gain_16"]
-    bon = _bon_gain_key(downstream)
-    heads = ([bon] if bon else []) + heads
+    heads = headline_metrics(set(df["downstream"]), rm_only=True)
     sel = df[df["bench"].isin(HEADLINE_BENCH) & df["downstream"].isin(heads)]
     order = {(b, d): i for i, (b, d) in enumerate(itertools.product(HEADLINE_BENCH, heads))}
     sel = sel.iloc[sorted(range(len(sel)), key=lambda i: order[(sel["bench"].iloc[i], sel["downstream"].iloc[i])])]

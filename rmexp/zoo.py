@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
 
+from rmexp.cache import cached
 from rmexp.config import config_hash, load_model_config
 from rmexp.progress import progress_bar
 from rmexp.world.core import WORLD_VERSION, World, chat_text
 from rmexp.world.domains import DOMAINS
 from rmexp.world.tokenizer import build_tokenizer
 
-ZOO_VERSION = 1  # bump when the build recipe changes, so cached models are rebuilt
+ZOO_VERSION = 2  # bump when the build recipe or layout changes, so cached models are rebuilt (2: rmexp.cache manifests)
 MAX_POSITIONS = 128
 
 
@@ -159,21 +157,16 @@ def model_path(cfg: DictConfig, world: World, cache_dir: str | Path, progress: b
         if local.exists():
             return local
         return Path(cfg.path)  # a hub id: from_pretrained resolves it (offline: see load errors)
-    root = Path(cache_dir) / "zoo"
-    # Named by recipe, not by config name: an SFT variant finds its base under the base's directory.
+    # Named by recipe, not by config name: an SFT variant finds its base under the base's directory. Built
+    # once under a lock (two trials that need the same base wait for one build) and published atomically.
     label = f"{cfg.family}_{cfg.size}" + ("_random" if cfg.init == "random" else "") + ("_sft" if cfg.sft_steps else "")
-    final = root / f"{label}-{zoo_key(cfg, world.seed)}"
-    if (final / "rmexp_zoo.json").exists():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final) + ".lock"):  # two trials that need the same base build it once
-        if (final / "rmexp_zoo.json").exists():
-            return final
-        build(cfg, world, final, progress)
-    return final
+    return cached("zoo", zoo_key(cfg, world.seed), cache_dir, lambda folder: build(cfg, world, folder, progress, cache_dir),
+                  lambda folder: folder, label=label)
 
 
-def build(cfg: DictConfig, world: World, final: Path, progress: bool = True) -> dict:
+def build(cfg: DictConfig, world: World, folder: Path, progress: bool = True, cache_dir: str | Path = "") -> dict:
+    """Pretrain (and SFT) the model of `cfg` and save it into `folder`; an SFT variant loads its base from
+    `cache_dir` (building it first if needed)."""
     start = time.time()
     torch.manual_seed(cfg.seed)
     pre_losses: list[float] = []
@@ -181,7 +174,7 @@ def build(cfg: DictConfig, world: World, final: Path, progress: bool = True) -> 
         # An SFT variant starts from the cached base of the same recipe (built first if needed).
         base_cfg = cfg.copy()
         base_cfg.sft_steps = 0
-        model, tok = load_causal_lm(model_path(base_cfg, world, final.parent.parent, progress))
+        model, tok = load_causal_lm(model_path(base_cfg, world, cache_dir, progress))
     else:
         tok = build_tokenizer(world.vocab)
         model = AutoModelForCausalLM.from_config(_hf_config(cfg, tok))
@@ -196,13 +189,9 @@ def build(cfg: DictConfig, world: World, final: Path, progress: bool = True) -> 
         "n_params": sum(p.numel() for p in model.parameters()),
         "build_seconds": round(time.time() - start, 2),
     }
-    # Atomic: write beside, then rename, so a killed build never leaves a half model behind.
-    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tok.save_pretrained(str(tmp))
-    (tmp / "rmexp_zoo.json").write_text(json.dumps(info, indent=2))
-    os.replace(tmp, final)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tok.save_pretrained(str(folder))
+    (folder / "rmexp_zoo.json").write_text(json.dumps(info, indent=2))
     return info
 
 

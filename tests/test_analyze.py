@@ -37,6 +37,26 @@ def test_metric_predicates():
         assert A.is_downstream_metric(name) and not A.is_benchmark_metric(name)
     for name in ["eval/acc_extra", "eval/loss", "train/acc", "rb3/x", "run_id", "param:model"]:
         assert not A.is_benchmark_metric(name) and not A.is_downstream_metric(name)
+    # Diagnostics and times are not outcomes: the oracle curve and N=1 depend on the policy's samples alone, PPO's
+    # training-curve diagnostics and its SFT start do not measure the RM.
+    for name in ["bon/oracle_16", "bon/Math/oracle_4", "bon/gold_1", "bon/gain_1", "ppo/kl_coef", "ppo/value_loss",
+                 "ppo/clipfrac", "ppo/seconds", "ppo/sft_gold", "ppo/approx_kl"]:
+        assert not A.is_downstream_metric(name), name
+    assert A.DOWNSTREAM_PREFIXES[:2] == ("bon/", "ppo/")
+
+
+def test_methods_without_the_rm_are_reference_lines_not_correlated(monkeypatch):
+    """A registered method with uses_rm=False (like RLVR) joins no RM-vs-downstream pair."""
+    from rmexp.downstream import DOWNSTREAM, DownstreamMethod
+
+    ref = DownstreamMethod(name="refline", uses_rm=False, outcomes=("gold",), run=lambda ctx: None)
+    monkeypatch.setitem(DOWNSTREAM, "refline", ref)
+    assert A.is_reference_metric("refline/gold") and not A.is_downstream_metric("refline/gold")
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"rb2/overall": rng.normal(size=8), "bon/gain_16": rng.normal(size=8),
+                          "refline/gold": rng.normal(size=8)})
+    df = A.correlate(table, n_boot=0)
+    assert list(zip(df["bench"], df["downstream"])) == [("rb2/overall", "bon/gain_16")]
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
@@ -158,7 +178,7 @@ def test_bootstrap_is_fast_enough():
     import time
 
     rng = np.random.default_rng(0)
-    cols = [f"rb2/s{i}" for i in range(12)] + [f"bon/d{i}" for i in range(10)]
+    cols = [f"rb2/s{i}" for i in range(12)] + [f"bon/d{i}/gain_16" for i in range(10)]
     t = pd.DataFrame(rng.normal(size=(40, len(cols))), columns=cols)
     t0 = time.perf_counter()
     df = A.correlate(t, n_boot=2000)

@@ -324,9 +324,14 @@ def test_status_line_and_summary_table():
 
 
 def test_bon_gain_column_falls_back_to_largest_n():
-    assert S._bon_gain_key(["bon/gain_16", "bon/gain_32"]) == "bon/gain_16"
-    assert S._bon_gain_key(["bon/gain_2", "bon/gain_8", "bon/Math/gain_32", "rb2/overall"]) == "bon/gain_8"
-    assert S._bon_gain_key(["rb2/overall"]) is None
+    from rmexp.downstream import headline_metrics
+
+    assert headline_metrics(["bon/gain_16", "bon/gain_32"]) == ["bon/gain_16"]
+    assert headline_metrics(["bon/gain_2", "bon/gain_8", "bon/Math/gain_32", "rb2/overall"]) == ["bon/gain_8"]
+    assert headline_metrics(["rb2/overall"]) == []
+    # Each method's headline outcomes, in registry order (BoN, then PPO's gold and its change).
+    assert headline_metrics(["ppo/gold_delta", "ppo/gold", "ppo/kl", "bon/gain_4"]) == [
+        "bon/gain_4", "ppo/gold", "ppo/gold_delta"]
 
 
 @pytest.mark.slow

@@ -8,18 +8,21 @@ the training set is 0; the offset is stored with the model and applied by `Rewar
 
 Batches are length-bucketed (pairs of similar length share a batch), so padding waste stays small without
 packing; scoring uses a token budget per batch.
+
+The kind `rm=classifier` (the default): its options are the shared `train.*` keys, so `conf/rm/classifier.yaml`
+holds only the selector. Trained RMs are cached (`rmexp.cache`) by the base's content id, the preference rows,
+the train config and the device.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -28,8 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rmexp.progress import progress_bar
+from rmexp.rm.base import RMContext, RMKind, ValueInit, base_identity, register_rm_kind, rows_identity
 
-RM_VERSION = 2  # bump when training changes, so cached RMs are retrained
+RM_VERSION = 3  # bump when training changes, so cached RMs are retrained (3: keyed by the base's content id)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -110,6 +114,16 @@ class RewardModel:
     max_length: int = 64
     path: Path | None = None
     info: dict = field(default_factory=dict)
+    kind: ClassVar[str] = "classifier"
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "params": sum(p.numel() for p in self.model.parameters()),
+                "metrics": dict(self.info.get("metrics", {})),
+                "history": {k: [tuple(x) for x in v] for k, v in self.info.get("history", {}).items()}}
+
+    def value_init(self) -> ValueInit:
+        """PPO's value model starts as this RM: the score head read at every token, minus the same offset."""
+        return ValueInit(model=self.model, offset=self.offset)
 
     @torch.no_grad()
     def score_texts(self, texts: list[str], batch_tokens: int = 4096) -> np.ndarray:
@@ -292,12 +306,35 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
     info = {"offset": offset, "max_length": t.max_length, "metrics": metrics, "history": history,
             "base_path": str(base_path), "rm_version": RM_VERSION,
             "config": OmegaConf.to_container(cfg, resolve=True)}
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tok.save_pretrained(str(tmp))
-    (tmp / "rmexp_rm.json").write_text(json.dumps(info))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tok.save_pretrained(str(out_dir))
+    (out_dir / "rmexp_rm.json").write_text(json.dumps(info))
     return RewardModel(model.eval(), tok, offset=offset, max_length=t.max_length, path=out_dir, info=info)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The kind
+@dataclass
+class ClassifierOptions:
+    """rm=classifier has no options of its own: it trains with the shared `train.*` keys."""
+
+
+def build_classifier(ctx: RMContext) -> RewardModel:
+    """Train (once, cached) or load the RM for this trial's base, rows and train config."""
+    from rmexp.cache import cached
+    from rmexp.config import config_hash
+
+    cfg = ctx.cfg
+    # Keyed by the rows themselves (not the data config): on-policy sampling settings, edited files and
+    # ignored data options then all do the right thing.
+    key = config_hash(base_identity(cfg, ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction,
+                      cfg.data.seed, cfg.train, cfg.device, RM_VERSION)
+    remote = cfg.model.trust_remote_code
+    return cached("rm", key, ctx.cache,
+                  build=lambda folder: train_reward_model(ctx.base, ctx.prefs, cfg, folder, remote, ctx.progress,
+                                                          cfg.device),
+                  load=lambda folder: load_reward_model(folder, remote, cfg.device), label=cfg.model.name)
+
+
+CLASSIFIER = register_rm_kind(RMKind("classifier", ClassifierOptions, build_classifier))
