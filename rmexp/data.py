@@ -90,9 +90,12 @@ def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) 
     data = {k: v for k, v in to_plain(d).items() if k != "on_policy"}
     key = config_hash(content_id(path), world.seed, WORLD_VERSION, data, pol.temperature, pol.max_new_tokens,
                       n_candidates)
-    return cached("on_policy", key, cfg.cache_dir,
-                  lambda folder: write_json(folder / "rows.json", _sample_on_policy_pairs(cfg, world, path, n_candidates)),
-                  lambda folder: json.loads((folder / "rows.json").read_text()), label=d.on_policy)
+
+    def draw(folder: Path) -> None:
+        write_json(folder / "rows.json", _sample_on_policy_pairs(cfg, world, path, n_candidates))
+
+    return cached("on_policy", key, cfg.cache_dir, draw, lambda folder: json.loads((folder / "rows.json").read_text()),
+                  label=d.on_policy)
 
 
 def _sample_on_policy_pairs(cfg: DictConfig, world: World, path: Path, n_candidates: int) -> list[dict]:

@@ -160,8 +160,8 @@ def model_path(cfg: DictConfig, world: World, cache_dir: str | Path, progress: b
     # Named by recipe, not by config name: an SFT variant finds its base under the base's directory. Built
     # once under a lock (two trials that need the same base wait for one build) and published atomically.
     label = f"{cfg.family}_{cfg.size}" + ("_random" if cfg.init == "random" else "") + ("_sft" if cfg.sft_steps else "")
-    return cached("zoo", zoo_key(cfg, world.seed), cache_dir, lambda folder: build(cfg, world, folder, progress, cache_dir),
-                  lambda folder: folder, label=label)
+    return cached("zoo", zoo_key(cfg, world.seed), cache_dir,
+                  lambda folder: build(cfg, world, folder, progress, cache_dir), lambda folder: folder, label=label)
 
 
 def build(cfg: DictConfig, world: World, folder: Path, progress: bool = True, cache_dir: str | Path = "") -> dict:

@@ -83,3 +83,61 @@ def test_cli_bad_value_exits_2_with_one_line():
     out = _cli("data.size=-1")
     assert out.returncode == 2
     assert "data.size=-1 is not allowed" in out.stderr and "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- RM kinds
+def _register_fake_kind(monkeypatch):
+    from dataclasses import dataclass
+
+    from rmexp.rm import RM_KINDS, RMKind
+
+    @dataclass
+    class FakeOptions:
+        beta: float = 0.1        # a float option
+        members: int = 3         # an int option
+
+    kind = RMKind("fake", FakeOptions, build=lambda ctx: None)
+    monkeypatch.setitem(RM_KINDS, "fake", kind)
+    return kind
+
+
+def test_rm_group_defaults_to_the_classifier():
+    from rmexp.rm import RM_KINDS, rm_options
+
+    cfg = compose_config()
+    assert dict(cfg.rm) == {"kind": "classifier"} and "classifier" in RM_KINDS
+    assert type(rm_options(cfg)).__name__ == "ClassifierOptions"
+
+
+def test_unknown_rm_kind_is_refused_listing_the_registered_ones(monkeypatch):
+    _register_fake_kind(monkeypatch)
+    with pytest.raises(ConfigError, match=r"rm.kind='nope' is not allowed; registered kinds: \['classifier', 'fake'\]"):
+        validate(compose_config(["rm.kind=nope"]))
+
+
+def test_rm_options_are_checked_against_the_kinds_dataclass(monkeypatch):
+    from rmexp.rm import rm_options
+
+    _register_fake_kind(monkeypatch)
+    cfg = compose_config(["rm.kind=fake", "+rm.beta=0.5"])
+    validate(cfg)
+    opts = rm_options(cfg)
+    assert (opts.beta, opts.members) == (0.5, 3)  # given, and the dataclass default
+    with pytest.raises(ConfigError, match=r"rm.bta=0.5 is not allowed; rm=fake has options \['beta', 'members'\]"):
+        validate(compose_config(["rm.kind=fake", "+rm.bta=0.5"]))
+    with pytest.raises(ConfigError, match="rm.members"):
+        validate(compose_config(["rm.kind=fake", "+rm.members=many"]))
+    with pytest.raises(ConfigError, match=r"rm.beta=0.5 is not allowed; rm=classifier has options \(none\)"):
+        validate(compose_config(["+rm.beta=0.5"]))  # another kind's option
+
+
+def test_fail_stage_names_a_registered_stage():
+    validate(compose_config(["fail_stage=ppo"]))
+    with pytest.raises(ConfigError, match=r"fail_stage='nope' is not allowed; choose one of \[None, 'rm', 'bench', 'bon'"):
+        validate(compose_config(["fail_stage=nope"]))
+
+
+def test_cli_unknown_rm_kind_exits_2_before_any_work():
+    out = _cli("rm.kind=nope")
+    assert out.returncode == 2 and "registered kinds" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

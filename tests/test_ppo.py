@@ -121,6 +121,26 @@ def test_vocabulary_mismatch_is_refused(policy_dir):
         check_same_vocab(tok, build_tokenizer(["alpha", "beta"]))
 
 
+def test_a_scorer_without_a_value_init_is_refused_before_training(world, rm, cache, tmp_path, monkeypatch):
+    """PPO's value model comes from `rm.value_init()`; a kind that offers none (e.g. a judge) gets one clear error
+    before the policy is even loaded."""
+    from rmexp import zoo as zoo_module
+
+    class NoValueScorer:
+        kind, tok, score, describe = "judge", rm.tok, rm.score, rm.describe
+
+        def value_init(self):
+            return None
+
+    monkeypatch.setattr(zoo_module, "policy_path", lambda *a, **k: pytest.fail("PPO started work"))
+    cfg = _compose(TINY_PPO + [f"cache_dir={cache}"])
+    with pytest.raises(ValueError) as e:
+        ppo_stage(cfg, world, NoValueScorer(), cache, tmp_path, False)
+    assert "rm=judge offers no value-model initialisation" in str(e.value) and len(str(e.value).splitlines()) == 1
+    init = rm.value_init()  # the classifier offers itself, with its normalisation offset
+    assert init.model is rm.model and init.offset == 0.25
+
+
 # ---------------------------------------------------------------------------------------------------- with models
 def _hand_batch(tok, world):
     prompts = [world.prompts(d, "heldout")[0].text for d in ("Factuality", "Math", "Safety")]

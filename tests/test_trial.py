@@ -7,6 +7,7 @@ import pytest
 
 from rmexp import trial
 from rmexp.config import validate
+from rmexp.rm import classifier
 from rmexp.world.data import rb1_rows, rb2_rows
 from tests.conftest import compose_config
 
@@ -49,7 +50,7 @@ def test_per_example_scores_reproduce_the_metrics(tiny):
 
 def test_cached_rm_gives_the_same_metrics(tiny, zoo_cache, tmp_path, monkeypatch):
     """Rerunning the same trial loads the cached RM and samples: no training, metrics identical."""
-    monkeypatch.setattr(trial, "train_reward_model", lambda *a, **k: pytest.fail("retrained a cached RM"))
+    monkeypatch.setattr(classifier, "train_reward_model", lambda *a, **k: pytest.fail("retrained a cached RM"))
     again = _run(["preset=tiny", f"cache_dir={zoo_cache}", "data.seed=0", "train.seed=0"], tmp_path)
     for key in REQUIRED:
         assert again.metrics[key] == tiny.metrics[key], key
@@ -57,8 +58,8 @@ def test_cached_rm_gives_the_same_metrics(tiny, zoo_cache, tmp_path, monkeypatch
 
 def test_downstream_change_reuses_the_rm_and_data_change_does_not(tiny, zoo_cache, tmp_path, monkeypatch):
     calls = []
-    real = trial.train_reward_model
-    monkeypatch.setattr(trial, "train_reward_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = classifier.train_reward_model
+    monkeypatch.setattr(classifier, "train_reward_model", lambda *a, **k: calls.append(1) or real(*a, **k))
     _run(["preset=tiny", f"cache_dir={zoo_cache}", "downstream.bon.n_samples=4"], tmp_path / "a")
     assert calls == []  # only BoN changed: the RM comes from the cache
     _run(["preset=tiny", f"cache_dir={zoo_cache}", "data.size=2990"], tmp_path / "b")
@@ -93,6 +94,24 @@ def test_trial_key_ignores_where_it_runs():
     b = compose_config(["preset=tiny", "tracking.uri=sqlite:////tmp/x.db", "ray.cpus_per_trial=2", "threads=2"])
     c = compose_config(["preset=tiny", "train.epochs=1"])
     assert trial.trial_key(a) == trial.trial_key(b) != trial.trial_key(c)
+    # The test hook is not part of what a trial computes.
+    assert trial.trial_key(compose_config(["preset=tiny", "fail_stage=bon"])) == trial.trial_key(a)
+
+
+# The default trial's metrics, pinned before the RM-kind / downstream-method refactor (issue 8) by
+#   python -m rmexp preset=tiny cache_dir=/tmp/pin_before      (main at 9e169c3, a fresh cache; CPU)
+# and read back at full precision from run_trial on the same config. The refactor must not move them.
+PINNED_TINY = {
+    "eval/acc": 0.6132075471698113,
+    "rb2/overall": 0.27905833863228463,
+    "rb1/overall": 0.5462407297922633,
+    "bon/gain_16": -0.06984953703703704,
+}
+
+
+def test_default_tiny_trial_metrics_are_pinned(tiny):
+    for key, value in PINNED_TINY.items():
+        assert tiny.metrics[key] == pytest.approx(value, abs=1e-9, rel=0), key
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -154,3 +173,44 @@ def test_offline_hub_dataset_gives_one_clear_error(zoo_cache, tmp_path):
     with pytest.raises(DataSourceError, match="could not load dataset 'no-such-org/no-such-data'.*local copy"):
         _run(["preset=tiny", f"cache_dir={zoo_cache}", "data=files", "data.path=no-such-org/no-such-data"],
              tmp_path)
+
+
+def test_a_registered_rm_kind_plugs_into_the_trial(zoo_cache, tmp_path, monkeypatch):
+    """Any Scorer works: a 'longer is better' kind scores RewardBench exactly as the length baseline does, and
+    PPO refuses it (no value model) with one line before training."""
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from rmexp.bench import score_rb1
+    from rmexp.rm import RM_KINDS, RMKind
+    from rmexp.world.core import World
+    from rmexp.world.data import rb1_length_scores, word_count
+
+    @dataclass
+    class WordCount:
+        tok: object = None
+        kind = "wordcount"
+
+        def score(self, prompts, responses, batch_tokens=4096):
+            return np.array([word_count(r) for r in responses], dtype=np.float64)
+
+        def describe(self):
+            return {"kind": self.kind, "params": 0, "metrics": {}, "history": {}}
+
+        def value_init(self):
+            return None
+
+    @dataclass
+    class NoOptions:
+        pass
+
+    monkeypatch.setitem(RM_KINDS, "wordcount", RMKind("wordcount", NoOptions, lambda ctx: WordCount()))
+    out = _run(["preset=tiny", f"cache_dir={zoo_cache}", "rm.kind=wordcount"], tmp_path / "a")
+    assert out.metrics["rb2/overall"] == out.metrics["baseline_longer/rb2/overall"]
+    rb1 = rb1_rows(World(0), 0)
+    assert out.metrics["rb1/overall"] == pytest.approx(score_rb1(rb1_length_scores(rb1)).scores["overall"], abs=1e-12)
+    assert "bon/gain_16" in out.metrics and out.params["rm.kind"] == "wordcount" and "eval/acc" not in out.metrics
+    with pytest.raises(ValueError, match="rm=wordcount offers no value-model initialisation"):
+        _run(["preset=tiny", f"cache_dir={zoo_cache}", "rm.kind=wordcount", "downstream.ppo.enabled=true"],
+             tmp_path / "b")

@@ -63,6 +63,22 @@ def test_different_recipe_gets_another_directory(world, zoo_cache, xs_path):
     assert other != xs_path and (other / "rmexp_zoo.json").exists()
 
 
+def test_a_truncated_zoo_model_is_rebuilt_with_one_warning(world, zoo_cache, capsys):
+    """The zoo publishes through rmexp.cache: a manifest with each file's sha256, verified on every load."""
+    from rmexp.cache import MANIFEST, content_id
+
+    cfg = _cfg("toy_llama_xs", pretrain_steps=20)
+    path = zoo.model_path(cfg, world, zoo_cache, progress=False)
+    assert "model.safetensors" in json.loads((path / MANIFEST).read_text())["files"]
+    before, weights = content_id(path), (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    capsys.readouterr()
+    again = zoo.model_path(cfg, world, zoo_cache, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert again == path and len(err) == 1 and "model.safetensors does not match its sha256" in err[0]
+    assert (path / "model.safetensors").read_bytes() == weights and content_id(path) == before  # same seed, same model
+
+
 def test_pretrained_base_has_clearly_lower_heldout_loss_than_random(world, zoo_cache, xs_path):
     random_path = zoo.model_path(_cfg("toy_llama_xs", init="random", pretrain_steps=0), world, zoo_cache,
                                  progress=False)

@@ -60,7 +60,8 @@ class DownstreamMethod:
         patterns = self.headline or tuple(p for p in self.outcomes if re.fullmatch(r"[\w.]+", p))
         out = []
         for pattern in patterns:
-            found = sorted(n for n in names if n.startswith(self.prefix) and re.fullmatch(pattern, n[len(self.prefix):]))
+            found = sorted(n for n in names
+                           if n.startswith(self.prefix) and re.fullmatch(pattern, n[len(self.prefix):]))
             if len(found) > 1:
                 numbered = {int(m.group(1)): n for n in found if (m := re.search(r"(\d+)$", n))}
                 found = [numbered[16] if 16 in numbered else numbered[max(numbered)]] if numbered else found[:1]
