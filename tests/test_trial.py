@@ -114,6 +114,24 @@ def test_default_tiny_trial_metrics_are_pinned(tiny):
         assert tiny.metrics[key] == pytest.approx(value, abs=1e-9, rel=0), key
 
 
+# PPO on the tiny preset, pinned the same way (main at 9e169c3, run_trial on
+#   preset=tiny downstream.ppo.enabled=true cache_dir=/tmp/pin_before). Four PPO steps: the policy's held-out gold
+# has not moved yet (gold_delta 0.0), but KL, proxy and the training reward pin the whole PPO path.
+PINNED_TINY_PPO = {
+    "ppo/gold": 0.06944444444444443,
+    "ppo/kl": 0.07993069772298138,
+    "ppo/proxy": -0.08253845125214543,
+    "ppo/train_reward": 0.17337098717689514,
+}
+
+
+@pytest.mark.slow
+def test_tiny_trial_with_ppo_metrics_are_pinned(zoo_cache, tmp_path):
+    out = _run(["preset=tiny", f"cache_dir={zoo_cache}", "downstream.ppo.enabled=true"], tmp_path)
+    for key, value in {**PINNED_TINY, **PINNED_TINY_PPO}.items():
+        assert out.metrics[key] == pytest.approx(value, abs=1e-9, rel=0), key
+
+
 # ---------------------------------------------------------------------------------------------------
 # The real-world path: a local save_pretrained model, preference files in the public schemas.
 def _write_jsonl(path, rows):
