@@ -2,7 +2,9 @@
 
 Metrics are simple functions of the config (so correlations across a sweep are well defined), the call is
 recorded in ``fake_calls.txt`` in the working directory (Ray workers are other processes: a file is how a test
-counts calls), and ``cfg.fail_stage`` makes it raise, like the real trial. A trial with ``train.weight_decay > 0``
+counts calls), and ``cfg.fail_stage`` makes it raise, like the real trial; so does ``train.seed=13`` (a failure that,
+unlike the test hook, is part of the trial's identity, so one sweep can hold failing and finishing trials). A trial
+with ``train.weight_decay > 0``
 waits while a file ``block`` exists in the working directory (to interrupt a sweep mid-way).
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 CALLS_FILE = "fake_calls.txt"
+FAILING_SEED = 13  # train.seed that makes the fake trial raise
 SIZES = {"xs": 0, "s": 1, "m": 2, "l": 3}
 
 
@@ -47,6 +50,8 @@ def fake_trial(cfg: DictConfig, out_dir: Path, progress=None):
         progress(f"fake trial of {cfg.model.name}")
     if cfg.fail_stage:
         raise FakeStageError(f"fake failure in stage {cfg.fail_stage}")
+    if cfg.train.seed == FAILING_SEED:
+        raise FakeStageError(f"fake failure with train.seed={FAILING_SEED}")
     if cfg.train.weight_decay > 0:  # a slow trial: waits while the file `block` exists in the working directory
         t0 = time.time()
         while (Path.cwd() / "block").exists() and time.time() - t0 < 60:

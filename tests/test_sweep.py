@@ -191,7 +191,9 @@ def _corr(client, parent_id):
 
 def test_failed_trials_are_isolated_and_rerun(ray_local, workdir, tmp_path, capsys):
     ovs = ["+sweep=smoke", "sweep.name=fail_iso"]
-    axes = {"train.epochs": [1, 2], "fail_stage": [None, "bon"]}
+    # fail_stage is not part of a trial's identity (a sweep over it would be one trial): the fake trial's
+    # other failure, train.seed=13, is.
+    axes = {"train.epochs": [1, 2], "train.seed": [0, 13]}
     result = _run(ovs, tmp_path, axes)
     assert not result.ok and result.n_failed == 2 and result.count("FINISHED") == 2
     assert _calls() == 4
@@ -203,15 +205,15 @@ def test_failed_trials_are_isolated_and_rerun(ray_local, workdir, tmp_path, caps
         by_status.setdefault(r.info.status, []).append(r)
     assert sorted(by_status) == ["FAILED", "FINISHED"] and len(by_status["FAILED"]) == 2
     for r in by_status["FAILED"]:
-        assert r.data.tags[T.ERROR_TAG] == "FakeStageError: fake failure in stage bon"
-        assert r.data.params["fail_stage"] == "bon"
+        assert r.data.tags[T.ERROR_TAG] == "FakeStageError: fake failure with train.seed=13"
+        assert r.data.params["train.seed"] == "13"
         assert "error.txt" in {f.path for f in client.list_artifacts(r.info.run_id)}
     for r in by_status["FINISHED"]:
-        assert r.data.metrics["rb2/overall"] > 0 and r.data.params["fail_stage"] == "null"
+        assert r.data.metrics["rb2/overall"] > 0 and r.data.params["train.seed"] == "0"
         assert {"config.yaml", "rb2_scores.jsonl", "plots"} <= {f.path for f in client.list_artifacts(r.info.run_id)}
     out = capsys.readouterr().out
     assert "[sweep fail_iso] 4/4 done (0 cached, 2 failed), 0 running, 0 pending" in out
-    assert "FakeStageError: fake failure in stage bon" in out and "correlations skipped" in out
+    assert "FakeStageError: fake failure with train.seed=13" in out and "correlations skipped" in out
     assert "--host 127.0.0.1 --port 5000" in out
     assert sorted(p.name for p in (tmp_path / "runs" / "fail_iso").iterdir()) == sorted(s.spec.key for s in result.trials)
 
@@ -310,7 +312,8 @@ def test_main_exits_1_when_a_trial_failed(monkeypatch):
 def test_status_line_and_summary_table():
     specs = S.compose_trials(_compose(["+sweep=smoke"]), ["+sweep=smoke"])
     trials = [S.TrialOutcome(spec=s) for s in specs]
-    trials[0].status, trials[0].metrics, trials[0].seconds = "FINISHED", {"rb2/overall": 0.61}, 3.2
+    trials[0].status, trials[0].seconds = "FINISHED", 3.2
+    trials[0].metrics = {"rb2/overall": 0.61, "bon/gain_16": 0.25, "bon/gain_8": 0.2, "bon/oracle_16": 0.9}
     trials[1].status = "CACHED"
     trials[2].status, trials[2].error = "FAILED", "RuntimeError: boom"
     trials[3].status = "RUNNING"
@@ -320,7 +323,11 @@ def test_status_line_and_summary_table():
     header = table.splitlines()[0].split()
     assert header == ["trial", "model", "train.epochs", "status", "rb2/overall", "rb1/overall", "eval/acc",
                       "bon/gain_16", "seconds"]
-    assert "0.610" in table and "RuntimeError: boom" in table
+    assert "0.610" in table and "0.250" in table and "RuntimeError: boom" in table
+    # A method's headline columns show once some trial has them (registry order: BoN, then PPO).
+    trials[1].metrics = {"ppo/gold": 0.4, "ppo/gold_delta": 0.1, "ppo/kl_coef": 0.2}
+    assert S.summary_table(trials).splitlines()[0].split()[7:] == ["bon/gain_16", "ppo/gold", "ppo/gold_delta",
+                                                                    "seconds"]
 
 
 def test_bon_gain_column_falls_back_to_largest_n():
