@@ -22,6 +22,7 @@ from rmexp.world.core import chat_text
 from rmexp.world.domains import Prompt
 from rmexp.world.steps import split_steps, step_ends, step_solution
 from rmexp.world.tokenizer import build_tokenizer
+from tests.classifier_shim import register_classifier_if_missing
 
 
 def _llama(tok, seed: int, cls=AutoModelForCausalLM, **extra):
@@ -293,3 +294,67 @@ def test_cached_builds_once_rebuilds_corrupt_and_publishes_nothing_non_finite(tm
     with pytest.raises(FloatingPointError):
         cached("rm", "k2", tmp_path, bad, load, label="t")
     assert sorted(p.name for p in (tmp_path / "rm").iterdir() if p.is_dir()) == ["t-k1"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# End to end: each kind built from a tiny zoo base on ~200 toy pairs, scoring RewardBench-2-like rows
+E2E_OPTIONS = {  # small but real settings: each kind trains for seconds
+    "dpo": {"epochs": 3, "batch_size": 16},
+    "judge": {},
+    "orm": {"epochs": 3, "batch_size": 32},
+    "prm": {"epochs": 2, "n_solutions": 600},
+    "ensemble": {"members": 2},
+}
+E2E_TIMES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(world, zoo_cache):
+    from rmexp import data as data_sources
+    from rmexp import zoo
+    from rmexp.world.data import rb2_rows
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["preset=tiny", "data.size=200"])
+    base = zoo.model_path(cfg.model, world, zoo_cache, progress=False)
+    return cfg, base, data_sources.preference_rows(cfg, world), rb2_rows(world, 8, 0)
+
+
+def _rb2_pair_accuracy(scores_of, rows) -> tuple[np.ndarray, float]:
+    """Every (chosen, rejected) comparison of every row: share won by the chosen completion."""
+    flat = [(r["prompt"], c) for r in rows for c in list(r["chosen"]) + list(r["rejected"])]
+    scores = scores_of([p for p, _ in flat], [c for _, c in flat])
+    wins, pos = [], 0
+    for r in rows:
+        n_c, n_r = len(r["chosen"]), len(r["rejected"])
+        sc, sr = scores[pos:pos + n_c], scores[pos + n_c:pos + n_c + n_r]
+        wins += [float(a > b) for a in sc for b in sr]
+        pos += n_c + n_r
+    return scores, float(np.mean(wins))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dpo", "orm", "prm", "judge", "ensemble"])
+def test_each_kind_builds_and_scores_rb2_rows(kind, tiny_setup, world, tmp_path):
+    cfg, base, prefs, rb2 = tiny_setup
+    register_classifier_if_missing()
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.rm = OmegaConf.merge(rm_config(kind), E2E_OPTIONS[kind])
+    ctx = RMContext(cfg, world, base, prefs, tmp_path, progress=False)
+    start = time.time()
+    scorer = RM_KINDS[kind].build(ctx)
+    scores, acc = _rb2_pair_accuracy(scorer.score, rb2)
+    E2E_TIMES[kind] = time.time() - start
+    described = scorer.describe()
+    print(f"\n{kind}: build+score {E2E_TIMES[kind]:.1f} s, rb2 pair acc {acc:.3f}, metrics "
+          + ", ".join(f"{k}={v:.3f}" for k, v in sorted(described["metrics"].items())))
+    assert scorer.kind == kind == described["kind"] and described["params"] > 0
+    assert scores.dtype == np.float64 and np.all(np.isfinite(scores)) and scores.std() > 0
+    assert all(np.isfinite(v) for v in described["metrics"].values())
+    # A second build loads the cached entry: same scores, no training.
+    start = time.time()
+    again = RM_KINDS[kind].build(ctx)
+    np.testing.assert_allclose(again.score([r["prompt"] for r in rb2[:4]], [r["chosen"][0] for r in rb2[:4]]),
+                               scorer.score([r["prompt"] for r in rb2[:4]], [r["chosen"][0] for r in rb2[:4]]),
+                               rtol=1e-6)

@@ -8,13 +8,15 @@ Combination (Coste et al. 2024, "Reward model ensembles help mitigate overoptimi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from omegaconf import OmegaConf, open_dict
 
 from rmexp.config import CONF_DIR
 from rmexp.rm.base import RM_KINDS, RMContext, RMKind, Scorer, ValueInit, register_rm_kind
+from rmexp.rm.classifier import _orient_by_gold, split_pairs
+from rmexp.rm.lm import heldout_pair_accuracy
 from rmexp.rm.options import fail, parse_options
 
 COMBINE = ("mean", "mean_minus_std", "min")
@@ -49,6 +51,7 @@ class EnsembleScorer:
     members: list[Scorer]
     combine: str
     std_coef: float
+    own_metrics: dict[str, float] = field(default_factory=dict)  # what the combined scorer measured itself
     kind: str = "ensemble"
 
     @property
@@ -63,7 +66,7 @@ class EnsembleScorer:
 
     def describe(self) -> dict:
         described = [m.describe() for m in self.members]
-        metrics: dict[str, float] = {"ensemble/members": float(len(described))}
+        metrics: dict[str, float] = {"ensemble/members": float(len(described)), **self.own_metrics}
         for name in sorted(set.intersection(*(set(d["metrics"]) for d in described))):
             values = [d["metrics"][name] for d in described]
             metrics[f"{name}"] = float(np.mean(values))            # members' mean: comparable to one RM's
@@ -94,7 +97,12 @@ def build(ctx: RMContext) -> EnsembleScorer:
         member_ctx = RMContext(member_config(ctx.cfg, ctx.cfg.train.seed + i), ctx.world, ctx.base, ctx.prefs,
                                ctx.cache, ctx.progress)
         members.append(classifier.build(member_ctx))
-    return EnsembleScorer(members, opts.combine, opts.std_coef)
+    scorer = EnsembleScorer(members, opts.combine, opts.std_coef)
+    # The combined scorer on the held-out pairs (oriented by gold), beside the members' mean eval/acc.
+    _, eval_rows = split_pairs(ctx.prefs, ctx.cfg.data.eval_fraction, ctx.cfg.data.seed)
+    held = heldout_pair_accuracy(scorer, [_orient_by_gold(r) for r in eval_rows])
+    scorer.own_metrics = {f"ensemble/{k}": v for k, v in held.items()}
+    return scorer
 
 
 ENSEMBLE = register_rm_kind(RMKind("ensemble", EnsembleOptions, build))

@@ -111,7 +111,7 @@ class JudgeScorer:
             x, lengths = pad_batch([ids[i] for i in idx], self.tok.pad_token_id)
             logits = self.model(input_ids=x.to(device), attention_mask=attention_mask(lengths, x.shape[1], device),
                                 use_cache=False).logits
-            last = logits[torch.arange(len(idx)), (lengths - 1).to(device)].double().cpu()
+            last = logits[torch.arange(len(idx), device=device), (lengths - 1).to(device)].double().cpu()
             probs = torch.softmax(last, -1)[:, self.rating_ids]
             self.counts["digit_mass"] += probs.sum(-1).sum().item()
             out[idx] = ((probs / probs.sum(-1, keepdim=True)) * ratings).sum(-1).numpy()

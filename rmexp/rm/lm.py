@@ -138,3 +138,14 @@ def fit(model, examples: list, lengths: list[int], loss_fn, *, lr: float, epochs
     bar.close()
     model.eval()
     return history
+
+
+def heldout_pair_accuracy(scorer, rows: list[dict]) -> dict[str, float]:
+    """Held-out pairs oriented by gold: how often the truly better answer scores higher."""
+    if not rows:
+        return {"eval/n": 0.0}
+    prompts = [r["prompt"] for r in rows]
+    chosen = scorer.score(prompts, [r["chosen"] for r in rows])
+    rejected = scorer.score(prompts, [r["rejected"] for r in rows])
+    require_finite(f"rm={scorer.kind} held-out scores", np.concatenate([chosen, rejected]))
+    return {"eval/acc": float((chosen > rejected).mean()), "eval/n": float(len(rows))}

@@ -26,8 +26,8 @@ from rmexp.cache import cached
 from rmexp.config import config_hash
 from rmexp.rm.base import RMContext, RMKind, ValueInit, register_rm_kind
 from rmexp.rm.classifier import _orient_by_gold, resolve_device, split_pairs
-from rmexp.rm.lm import (Dialogue, base_identity, budget_batches, encode_dialogue, fit, mean_tail, n_params,
-                         require_finite, rows_identity, token_logits)
+from rmexp.rm.lm import (Dialogue, base_identity, budget_batches, encode_dialogue, fit, heldout_pair_accuracy,
+                         mean_tail, n_params, require_finite, rows_identity, token_logits)
 from rmexp.rm.options import fail, parse_options
 from rmexp.world.core import WORLD_VERSION
 from rmexp.world.steps import split_steps, step_ends, step_solutions
@@ -158,17 +158,6 @@ def _save(out: Path, tok, model, metrics: dict[str, float], history: dict) -> No
     (out / "rmexp_process.json").write_text(json.dumps({"metrics": metrics, "history": history}))
 
 
-def pair_accuracy(scorer: TokenHeadScorer, rows: list[dict]) -> dict[str, float]:
-    """Held-out pairs oriented by gold: how often the truly better answer scores higher."""
-    if not rows:
-        return {"eval/n": 0.0}
-    prompts = [r["prompt"] for r in rows]
-    chosen = scorer.score(prompts, [r["chosen"] for r in rows])
-    rejected = scorer.score(prompts, [r["rejected"] for r in rows])
-    require_finite(f"rm={scorer.kind} held-out scores", np.concatenate([chosen, rejected]))
-    return {"eval/acc": float((chosen > rejected).mean()), "eval/n": float(len(rows))}
-
-
 def _common_key(ctx: RMContext, opts) -> list:
     t = ctx.cfg.train
     return [base_identity(ctx.base), opts.lr, opts.epochs, opts.batch_size, t.max_length, t.seed, t.warmup_ratio,
@@ -205,7 +194,7 @@ def train_orm(ctx: RMContext, opts: ORMOptions, out: Path) -> None:
         raise ValueError(f"rm=orm: no training pairs (data.size={cfg.data.size})")
     history, metrics = _train(ctx, opts, tok, model, examples, "orm")
     scorer = TokenHeadScorer(model, tok, cfg.train.max_length, {}, "orm")
-    metrics |= pair_accuracy(scorer, [_orient_by_gold(r) for r in eval_rows])
+    metrics |= heldout_pair_accuracy(scorer, [_orient_by_gold(r) for r in eval_rows])
     _save(out, tok, model, metrics, history)
 
 
@@ -253,7 +242,7 @@ def build_prm(ctx: RMContext) -> TokenHeadScorer:
     # Agreement with the truth on the trial's held-out pairs (all domains), measured per trial: cheap, and
     # the trained model does not depend on these rows.
     _, eval_rows = split_pairs(ctx.prefs, ctx.cfg.data.eval_fraction, ctx.cfg.data.seed)
-    scorer.info["metrics"] |= pair_accuracy(scorer, [_orient_by_gold(r) for r in eval_rows])
+    scorer.info["metrics"] |= heldout_pair_accuracy(scorer, [_orient_by_gold(r) for r in eval_rows])
     return scorer
 
 
