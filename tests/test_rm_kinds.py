@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf, open_dict
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig
 
@@ -352,9 +351,30 @@ def test_each_kind_builds_and_scores_rb2_rows(kind, tiny_setup, world, tmp_path)
     assert scorer.kind == kind == described["kind"] and described["params"] > 0
     assert scores.dtype == np.float64 and np.all(np.isfinite(scores)) and scores.std() > 0
     assert all(np.isfinite(v) for v in described["metrics"].values())
+    # Held-out accuracy on ~20 pairs is too noisy to assert; that training learned is not: the loss falls.
+    losses = [v for _, v in described["history"].get("train/loss", [])]
+    if losses:
+        quarter = max(1, len(losses) // 4)
+        assert np.mean(losses[-quarter:]) < np.mean(losses[:quarter])
+    if kind == "dpo":  # the policy starts as the reference: the first loss is exactly log 2
+        assert losses[0] == pytest.approx(math.log(2), abs=1e-4) and described["metrics"]["train/loss"] < math.log(2)
     # A second build loads the cached entry: same scores, no training.
     start = time.time()
     again = RM_KINDS[kind].build(ctx)
     np.testing.assert_allclose(again.score([r["prompt"] for r in rb2[:4]], [r["chosen"][0] for r in rb2[:4]]),
                                scorer.score([r["prompt"] for r in rb2[:4]], [r["chosen"][0] for r in rb2[:4]]),
                                rtol=1e-6)
+
+
+def test_encode_dialogue_locates_response_and_cuts_from_the_left(world):
+    from rmexp.rm.lm import encode_dialogue
+
+    tok = build_tokenizer(world.vocab)
+    prompt, response = "what is 3 plus 4 plus 5 ?", "3 plus 4 is 7 . 7 plus 5 is 1 2 ."
+    full = tok(chat_text(prompt, response), add_special_tokens=False)["input_ids"]
+    head = len(tok(chat_text(prompt), add_special_tokens=False)["input_ids"])
+    d = encode_dialogue(tok, prompt, response, 64, step_ends(response, split_steps(response)))
+    assert d.ids == full and d.start == head
+    assert [tok.convert_ids_to_tokens(full[m]) for m in d.marks] == [".", "."] and d.marks[1] == len(full) - 2
+    cut = encode_dialogue(tok, prompt, response, 8, step_ends(response, split_steps(response)))
+    assert cut.ids == full[-8:] and cut.start == 1 and cut.marks == [6]  # the first step's end was cut away

@@ -20,7 +20,8 @@ from rmexp.rm.classifier import bucketed_batches, format_dialogue, lr_factor, ma
 @dataclass
 class Dialogue:
     """A tokenized (prompt, response): `start` is the index of the first response token; `marks` holds the
-    token index where each requested response character offset ends (step ends for a PRM)."""
+    token index where each requested response character offset ends (step ends for a PRM), less any that a
+    cut from the left removed."""
     ids: list[int]
     start: int
     marks: list[int] = field(default_factory=list)
@@ -39,8 +40,9 @@ def encode_dialogue(tok, prompt: str, response: str, max_length: int, ends: tupl
     start = next((i for i, (_, e) in enumerate(offsets) if e > r_start), len(ids) - 1)
     marks = [max(i for i, (s, _) in enumerate(offsets) if s < r_start + end) for end in ends]
     cut = max(0, len(ids) - max_length)
-    # A response token needs one token of context before it to have a log-probability.
-    return Dialogue(ids[cut:], max(1, start - cut), [max(0, m - cut) for m in marks])
+    # A response token needs one token of context before it to have a log-probability; marks that the cut
+    # removed are dropped (always the earliest ones).
+    return Dialogue(ids[cut:], max(1, start - cut), [m - cut for m in marks if m >= cut])
 
 
 def budget_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:

@@ -121,7 +121,8 @@ class TokenHeadScorer:
         dialogues = []
         for p, r in zip(prompts, responses):
             dialogues.append(encode_dialogue(self.tok, p, r, self.max_length, step_ends(r, split_steps(r))))
-        steps = self.logits_at(dialogues, [d.marks for d in dialogues], batch_tokens)
+        # Every response keeps at least its last step's end; the fallback only guards odd tokenizations.
+        steps = self.logits_at(dialogues, [d.marks or [len(d.ids) - 1] for d in dialogues], batch_tokens)
         return np.array([aggregate_steps(1 / (1 + np.exp(-x)), self.aggregate) for x in steps], dtype=np.float64)
 
     def describe(self) -> dict:
@@ -210,7 +211,8 @@ def _step_examples(tok, rows: list[dict], max_length: int) -> list[Example]:
     out = []
     for r in rows:
         d = encode_dialogue(tok, r["prompt"], r["response"], max_length, step_ends(r["response"], r["steps"]))
-        out.append((d, d.marks, [float(y) for y in r["labels"]]))
+        kept = r["labels"][len(r["labels"]) - len(d.marks):]  # a cut from the left drops the first steps
+        out.append((d, d.marks, [float(y) for y in kept]))
     return out
 
 
