@@ -229,8 +229,11 @@ def test_ensemble_combination_hand_values():
         scorer = ensemble.EnsembleScorer(members, how, std_coef=2.0)
         np.testing.assert_allclose(scorer.score(["p", "q"], ["a", "b"]), expected, atol=1e-6)
     described = ensemble.EnsembleScorer(members, "mean", 1.0).describe()
-    assert described["metrics"]["eval/acc"] == pytest.approx(0.7)
+    assert described["metrics"]["eval/acc"] == pytest.approx(0.7)  # members' mean
     assert described["metrics"]["ensemble/eval/acc_std"] == pytest.approx(math.sqrt(2 / 3) * 0.1)
+    # What the combined scorer measured itself takes the plain name; the members' mean moves aside.
+    own = ensemble.EnsembleScorer(members, "mean", 1.0, own_metrics={"eval/acc": 0.9}).describe()["metrics"]
+    assert own["eval/acc"] == 0.9 and own["ensemble/member_mean/eval/acc"] == pytest.approx(0.7)
     assert described["params"] == 30 and ensemble.EnsembleScorer(members, "min", 1.0).value_init() == "first"
 
 

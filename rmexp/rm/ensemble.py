@@ -51,7 +51,7 @@ class EnsembleScorer:
     members: list[Scorer]
     combine: str
     std_coef: float
-    own_metrics: dict[str, float] = field(default_factory=dict)  # what the combined scorer measured itself
+    own_metrics: dict[str, float] = field(default_factory=dict)  # what the combined scorer measured (eval/acc)
     kind: str = "ensemble"
 
     @property
@@ -65,13 +65,16 @@ class EnsembleScorer:
         return combine_scores(self.member_scores(prompts, responses, batch_tokens), self.combine, self.std_coef)
 
     def describe(self) -> dict:
+        """Members' mean of each training metric under its own name (comparable to one RM's), its spread over
+        seeds as ensemble/<name>_std; what the combined scorer measured itself (eval/acc on the held-out
+        pairs) replaces the members' mean, which stays as ensemble/member_mean/<name>."""
         described = [m.describe() for m in self.members]
-        metrics: dict[str, float] = {"ensemble/members": float(len(described)), **self.own_metrics}
+        metrics: dict[str, float] = {"ensemble/members": float(len(described))}
         for name in sorted(set.intersection(*(set(d["metrics"]) for d in described))):
             values = [d["metrics"][name] for d in described]
-            metrics[f"{name}"] = float(np.mean(values))            # members' mean: comparable to one RM's
-            metrics[f"ensemble/{name}_std"] = float(np.std(values))  # how much the seed alone moves it
-        return {"kind": self.kind, "params": sum(d["params"] for d in described), "metrics": metrics,
+            metrics[f"ensemble/member_mean/{name}" if name in self.own_metrics else name] = float(np.mean(values))
+            metrics[f"ensemble/{name}_std"] = float(np.std(values))
+        return {"kind": self.kind, "params": sum(d["params"] for d in described), "metrics": metrics | self.own_metrics,
                 "history": described[0]["history"]}
 
     def value_init(self) -> ValueInit | None:
@@ -101,7 +104,7 @@ def build(ctx: RMContext) -> EnsembleScorer:
     # The combined scorer on the held-out pairs (oriented by gold), beside the members' mean eval/acc.
     _, eval_rows = split_pairs(ctx.prefs, ctx.cfg.data.eval_fraction, ctx.cfg.data.seed)
     held = heldout_pair_accuracy(scorer, [_orient_by_gold(r) for r in eval_rows])
-    scorer.own_metrics = {f"ensemble/{k}": v for k, v in held.items()}
+    scorer.own_metrics = held
     return scorer
 
 
