@@ -381,3 +381,60 @@ def test_encode_dialogue_locates_response_and_cuts_from_the_left(world):
     assert [tok.convert_ids_to_tokens(full[m]) for m in d.marks] == [".", "."] and d.marks[1] == len(full) - 2
     cut = encode_dialogue(tok, prompt, response, 8, step_ends(response, split_steps(response)))
     assert cut.ids == full[-8:] and cut.start == 1 and cut.marks == [6]  # the first step's end was cut away
+
+
+@pytest.fixture(scope="module")
+def random_base(world, tmp_path_factory):
+    """A tiny random-init base saved like a zoo model: builds in a second, so the build paths run in the fast suite."""
+    path = tmp_path_factory.mktemp("random_base")
+    tok = build_tokenizer(world.vocab)
+    _llama(tok, 0).save_pretrained(str(path), safe_serialization=True)
+    tok.save_pretrained(str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind, options", [("dpo", {"epochs": 1, "batch_size": 8}),
+                                           ("orm", {"epochs": 1, "batch_size": 16}),
+                                           ("prm", {"epochs": 1, "n_solutions": 48, "batch_size": 16})])
+def test_trained_kinds_are_deterministic_and_cached(kind, options, world, random_base, tmp_path):
+    from rmexp.world.data import preferences
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["preset=tiny", "data.size=40"])
+    with open_dict(cfg):
+        cfg.rm = OmegaConf.merge(rm_config(kind), options)
+    prefs = preferences(world, 40, dict(cfg.data.domain_weights), 0.0, 0)
+    prompts, responses = [r["prompt"] for r in prefs[:6]], [r["chosen"] for r in prefs[:6]]
+    runs = []
+    for cache in ("a", "b"):  # two fresh caches: two trainings from scratch
+        scorer = RM_KINDS[kind].build(RMContext(cfg, world, random_base, prefs, tmp_path / cache, progress=False))
+        metrics = {k: v for k, v in scorer.describe()["metrics"].items() if not k.endswith("seconds")}
+        runs.append((metrics, scorer.score(prompts, responses)))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    entries = [p for p in (tmp_path / "a" / "rm").iterdir() if p.is_dir()]
+    assert len(entries) == 1 and entries[0].name.startswith(f"{kind}-")
+    assert not list(entries[0].rglob("*.bin")) and list(entries[0].rglob("*.safetensors"))  # weights in safetensors
+
+
+def test_judge_and_ensemble_build_from_config(world, random_base, tmp_path):
+    from rmexp.world.data import preferences
+    from tests.conftest import compose_config
+
+    register_classifier_if_missing()
+    cfg = compose_config(["preset=tiny", "data.size=40", "train.epochs=1"])
+    prefs = preferences(world, 40, dict(cfg.data.domain_weights), 0.0, 0)
+    prompts, responses = [r["prompt"] for r in prefs[:6]], [r["rejected"] for r in prefs[:6]]
+    for kind, options in (("judge", {}), ("ensemble", {"members": 2, "combine": "min"})):
+        with open_dict(cfg):
+            cfg.rm = OmegaConf.merge(rm_config(kind), options)
+        scorer = RM_KINDS[kind].build(RMContext(cfg, world, random_base, prefs, tmp_path, progress=False))
+        scores = scorer.score(prompts, responses)
+        assert scores.shape == (6,) and np.all(np.isfinite(scores)) and scorer.describe()["kind"] == kind
+        if kind == "judge":  # an expected rating lies on the rating scale
+            assert np.all((1 <= scores) & (scores <= 9))
+    # Each member is an ordinary cached classifier RM: the ensemble's second member equals a classifier with seed+1.
+    member = RM_KINDS["classifier"].build(RMContext(ensemble.member_config(cfg, cfg.train.seed + 1), world, random_base,
+                                                    prefs, tmp_path, progress=False))
+    np.testing.assert_allclose(scorer.members[1].score(prompts, responses), member.score(prompts, responses))
+    assert len([p for p in (tmp_path / "rm").iterdir() if p.is_dir()]) == 2  # two trainings, reused
