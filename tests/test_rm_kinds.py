@@ -438,3 +438,19 @@ def test_judge_and_ensemble_build_from_config(world, random_base, tmp_path):
                                                     prefs, tmp_path, progress=False))
     np.testing.assert_allclose(scorer.members[1].score(prompts, responses), member.score(prompts, responses))
     assert len([p for p in (tmp_path / "rm").iterdir() if p.is_dir()]) == 2  # two trainings, reused
+
+
+def test_step_solutions_labels_agree_with_the_verifier(world):
+    from rmexp.world.steps import step_solutions
+
+    rows = step_solutions(world, 300, wrong_rate=0.5, seed=0)
+    assert rows == step_solutions(world, 300, wrong_rate=0.5, seed=0)  # a pure function of its seed
+    held = {p.key for p in world.prompts("Math", "heldout")}
+    by_key = {p.key: p for p in world.prompts("Math", "train")}
+    assert not any(r["prompt_key"] in held for r in rows)
+    for r in rows:
+        labels = r["labels"]
+        assert labels == sorted(labels, reverse=True)  # right steps, then (from the error on) wrong ones
+        assert world.gold(by_key[r["prompt_key"]], r["response"]) == labels[-1]
+        assert split_steps(r["response"]) == r["steps"]
+    assert 0.3 < np.mean([r["labels"][-1] for r in rows]) < 0.7
