@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import expit
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rmexp.cache import cached
@@ -123,7 +124,7 @@ class TokenHeadScorer:
             dialogues.append(encode_dialogue(self.tok, p, r, self.max_length, step_ends(r, split_steps(r))))
         # Every response keeps at least its last step's end; the fallback only guards odd tokenizations.
         steps = self.logits_at(dialogues, [d.marks or [len(d.ids) - 1] for d in dialogues], batch_tokens)
-        return np.array([aggregate_steps(1 / (1 + np.exp(-x)), self.aggregate) for x in steps], dtype=np.float64)
+        return np.array([aggregate_steps(expit(x), self.aggregate) for x in steps], dtype=np.float64)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "params": n_params(self.model), "metrics": dict(self.info["metrics"]),
