@@ -110,13 +110,13 @@ def check_rm_config(rm: Any) -> str | None:
     return None
 
 
-def base_identity(cfg: "DictConfig", base: Path) -> str:
+def base_identity(base: Path | str) -> str:
     """What the base weights are, for cache keys: the content id of the zoo entry or local checkpoint (never its
     name: the same weights under two names are one model); a hub id as given (the HF cache resolves it)."""
     from rmexp.cache import content_id
 
     local = Path(str(base)).expanduser()
-    return content_id(local) if local.is_dir() else str(cfg.model.path)
+    return content_id(local) if local.is_dir() else str(base)
 
 
 def rows_identity(prefs: list[dict]) -> str:

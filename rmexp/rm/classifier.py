@@ -328,7 +328,7 @@ def build_classifier(ctx: RMContext) -> RewardModel:
     cfg = ctx.cfg
     # Keyed by the rows themselves (not the data config): on-policy sampling settings, edited files and
     # ignored data options then all do the right thing.
-    key = config_hash(base_identity(cfg, ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction,
+    key = config_hash(base_identity(ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction,
                       cfg.data.seed, cfg.train, cfg.device, RM_VERSION)
     remote = cfg.model.trust_remote_code
     return cached("rm", key, ctx.cache,

@@ -1,0 +1,85 @@
+"""Build-and-score time and RewardBench 2 result of each RM kind on the tiny preset.
+
+    python benchmarks/rm_kinds_tiny.py                       # every kind, preset=tiny (3000 pairs)
+    python benchmarks/rm_kinds_tiny.py --kinds dpo prm -o rm.judge.mode=generate
+
+Per kind: a fresh cache (so trained kinds really train), the preset's base model (built once, timed
+apart), the preset's preference rows and toy RewardBench 2 rows; `build` = train (or load) the scorer,
+`score` = score every RB2 completion; rb2/overall by rmexp.bench, as a trial computes it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf, open_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rmexp import bench, zoo  # noqa: E402
+from rmexp import data as data_sources  # noqa: E402
+from rmexp.rm import dpo, ensemble, judge, process  # noqa: E402,F401  (registers the kinds)
+from rmexp.rm.base import RM_KINDS, RMContext  # noqa: E402
+from rmexp.rm.options import rm_config  # noqa: E402
+from rmexp.world.core import World  # noqa: E402
+from tests.conftest import compose_config  # noqa: E402
+
+
+def rb2_overall(scorer, rb2: list[dict], batch_tokens: int) -> float:
+    flat = [(i, c) for i, row in enumerate(rb2) for c in list(row["chosen"]) + list(row["rejected"])]
+    scores = scorer.score([rb2[i]["prompt"] for i, _ in flat], [c for _, c in flat], batch_tokens)
+    per_row, pos = [], 0
+    for row in rb2:
+        n_c, n_r = len(row["chosen"]), len(row["rejected"])
+        per_row.append({"id": row["id"], "subset": row["subset"], "scores_chosen": scores[pos:pos + n_c].tolist(),
+                        "scores_rejected": scores[pos + n_c:pos + n_c + n_r].tolist()})
+        pos += n_c + n_r
+    return bench.metric_dict(bench.score_rb2(per_row), "rb2")["rb2/overall"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", nargs="*", default=["classifier", "dpo", "judge", "orm", "prm", "ensemble"])
+    parser.add_argument("-o", "--override", nargs="*", default=[], help="Hydra-style overrides, e.g. rm.beta=0.5")
+    parser.add_argument("--zoo-cache", default=".rmexp_cache", help="where the base model is built or found")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    world = World(0)
+    base_overrides = [o for o in args.override if not o.startswith("rm.")]
+    cfg = compose_config(["preset=tiny", *base_overrides])
+    start = time.time()
+    base = zoo.model_path(cfg.model, world, args.zoo_cache, progress=False)
+    prefs = data_sources.preference_rows(cfg, world)
+    rb2, _ = data_sources.benchmark_rows(cfg, world)
+    print(f"base {cfg.model.name} ready in {time.time() - start:.1f} s; {len(prefs)} pairs, {len(rb2)} RB2 rows; "
+          f"torch threads 1", flush=True)
+    print(f"{'kind':<11} {'build s':>8} {'score s':>8} {'rb2/overall':>12} {'eval/acc':>9}  other metrics")
+    for kind in args.kinds:
+        kind_cfg = cfg.copy()
+        with open_dict(kind_cfg):
+            kind_cfg.rm = rm_config(kind) if kind != "classifier" else OmegaConf.create({"kind": "classifier"})
+            for o in args.override:
+                if o.startswith("rm."):
+                    key, value = o.split("=", 1)
+                    OmegaConf.update(kind_cfg, key, OmegaConf.create({"v": value}).v if value else value)
+        with tempfile.TemporaryDirectory() as cache:
+            ctx = RMContext(kind_cfg, world, base, prefs, Path(cache), progress=False)
+            t0 = time.time()
+            scorer = RM_KINDS[kind].build(ctx)
+            t1 = time.time()
+            overall = rb2_overall(scorer, rb2, cfg.benchmark.score_batch_tokens)
+            t2 = time.time()
+            metrics = scorer.describe()["metrics"]
+        other = ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items())
+                          if k.startswith(("judge/", "eval/step_acc", "eval/acc_reference_free")))
+        print(f"{kind:<11} {t1 - t0:>8.1f} {t2 - t1:>8.1f} {overall:>12.3f} {metrics.get('eval/acc', float('nan')):>9.3f}  {other}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
