@@ -100,3 +100,18 @@ _REAL_POLICY_PATH = zoo.policy_path
 
 def _policy(name, world, cache):
     return _REAL_POLICY_PATH(name, world, cache, progress=False)
+
+
+def test_rlvr_with_ppo_starts_a_zero_value_model_on_the_policy(world, zoo_cache, tmp_path):
+    torch.set_num_threads(1)
+    path = _policy("toy_llama_xs_sft", world, zoo_cache)[0]
+    _, tok = zoo.load_causal_lm(path)
+    scorer = VerifierScorer(world, tok, value_from=path)
+    vi = scorer.value_init()
+    ids = torch.tensor([tok(world.prompts("Math", "train")[0].text, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        values = ppo.ValueModel(vi.model, vi.offset).token_values(ids, torch.ones_like(ids))
+    assert vi.offset == 0.0 and torch.count_nonzero(values) == 0  # no reward known yet: V = 0 everywhere
+    cfg = compose_config(TINY_RLVR + ["downstream.ppo.algorithm=ppo"])
+    metrics, history, _ = ppo.ppo_stage(cfg, world, scorer, zoo_cache, tmp_path, False)
+    assert history["ppo/value_loss"] and all(np.isfinite(v) for v in metrics.values())
