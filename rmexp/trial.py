@@ -258,12 +258,26 @@ def run_trial(cfg: DictConfig, out_dir: Path, progress: Callable[[str], None] | 
         artifacts += ppo_artifacts
         timings["time/ppo_s"] = time.time() - t
 
+    # 7. TEMPORARY (until the downstream loop lands): the contract's methods dpo and rlvr.
+    import rmexp.downstream.dpo  # noqa: F401 - registers dpo and rlvr
+    from rmexp.downstream import DOWNSTREAM, DownstreamContext
+    for name in ("dpo", "rlvr"):
+        if cfg.downstream[name].enabled:
+            t = time.time()
+            say(f"downstream {name}")
+            out = DOWNSTREAM[name].run(DownstreamContext(cfg=cfg, world=world, rm=rm, cache=cache, out_dir=out_dir,
+                                                         progress=show_bars, prefs=prefs))
+            metrics |= out.metrics
+            history |= out.history
+            artifacts += out.artifacts
+            timings[f"time/{name}_s"] = time.time() - t
+
     timings["time/total_s"] = time.time() - start
     metrics |= timings
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     artifacts.append(out_dir / "metrics.json")
     say(f"done in {timings['time/total_s']:.1f} s: " + ", ".join(
-        f"{k}={metrics[k]:.3f}" for k in ("eval/acc", "rb2/overall", "rb1/overall", "bon/gain_16", "ppo/gold")
+        f"{k}={metrics[k]:.3f}" for k in ("eval/acc", "rb2/overall", "rb1/overall", "bon/gain_16", "ppo/gold", "dpo/gold", "rlvr/gold")
         if k in metrics))
     return TrialResult(metrics=metrics, params=trial_params(cfg, policy_family), history=history,
                        artifacts=artifacts)
