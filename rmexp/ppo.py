@@ -1,13 +1,13 @@
 """PPO for language models (CleanRL / lm-human-preference-details style), written in numbered steps.
 
-The policy is the SFT model, the reference is a frozen copy of it, the reward is the RM score at the end of
-the response plus a per-token KL penalty against the reference, and a value head (initialised from the RM)
-gives the baseline for GAE. `downstream.ppo.algorithm=grpo` swaps the value model for GRPO's group-relative
-advantages (Shao et al. 2024, DeepSeekMath): `group_size` samples per prompt, each scored, the advantage of a
-sample is its score standardised within its group, and the KL to the reference moves from the reward into the
-loss. TRL no longer ships a PPO trainer, so the maths lives here and is tested against
-reference formulas in tests/test_ppo_math.py; the training loop (`ppo_stage`, at the bottom) is tested in
-tests/test_ppo.py.
+The policy is the SFT model, the reference is a frozen copy of it, the reward is the RM score at the end of the
+response plus a per-token KL penalty against the reference, and a value head (initialised from the RM) gives the
+baseline for GAE. `downstream.ppo.algorithm=grpo` swaps the value model for GRPO's group-relative advantages
+(Shao et al. 2024, DeepSeekMath): `group_size` samples per prompt, each scored, the advantage of a sample is its
+score standardised within its group, and the KL to the reference moves from the reward into the loss (estimator
+k3, as the paper); every other setting (kl_coef, lr, clip range, batch sizes) is PPO's and was not re-tuned for
+GRPO. TRL no longer ships a PPO trainer, so the maths lives here and is tested against reference formulas in
+tests/test_ppo_math.py; the training loop (`ppo_stage`, at the bottom) is tested in tests/test_ppo.py.
 
 Conventions for every primitive: tensors are [batch, T] over response tokens only, and `mask` [batch, T]
 (float or bool; 1 = real response token) is right-padded, i.e. each row is 1s then 0s. Masked positions may

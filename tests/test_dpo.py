@@ -98,3 +98,21 @@ def test_tiny_dpo_through_the_contract(world, zoo_cache, tmp_path, policy, monke
     assert method.uses_rm is False and set(method.outcomes) == {"gold", "gold_delta"}
     with pytest.raises(ValueError, match="no preference rows"):
         run(cfg, None, "c")
+
+
+@pytest.mark.parametrize("override, key", [("downstream.dpo.max_pairs=0", "downstream.dpo.max_pairs"),
+                                           ("downstream.dpo.beta=-0.1", "downstream.dpo.beta"),
+                                           ("downstream.dpo.batch_size=0", "downstream.dpo.batch_size"),
+                                           ("downstream.rlvr.algorithm=reinforce", "downstream.rlvr.algorithm")])
+def test_bad_dpo_and_rlvr_options_are_refused(override, key):
+    from rmexp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        validate(compose_config(TINY_DPO + [override]))
+
+
+
+def test_unknown_dpo_and_rlvr_keys_are_refused():
+    for key in ("downstream.dpo.gamma=1", "downstream.rlvr.steps=3"):
+        with pytest.raises(Exception, match=key.split("=")[0].split(".")[-1]):  # the schema has no such key
+            compose_config(TINY_DPO + [key])
