@@ -34,7 +34,7 @@ from torch import Tensor
 from rmexp.cache import cached, content_id
 from rmexp.config import config_hash
 from rmexp.downstream import DownstreamContext, DownstreamMethod, StageOutput, register_downstream
-from rmexp.downstream.rlvr import VerifierScorer, _check_finite, read_stage, write_stage
+from rmexp.downstream.rlvr import VerifierScorer, check_finite, read_stage, write_stage
 from rmexp.world.core import WORLD_VERSION
 from rmexp.world.domains import DOMAINS
 
@@ -193,7 +193,7 @@ def run(ctx: DownstreamContext) -> StageOutput:
             metrics[f"dpo/{dom}/gold"] = g
             metrics[f"dpo/{dom}/gold_delta"] = g - sft["domains"][dom]
         metrics["dpo/seconds"] = time.time() - start
-        _check_finite(metrics, "dpo")
+        check_finite(metrics, "dpo")
         _write_samples(tmp / "samples.jsonl", final["rows"])
         write_stage(tmp, metrics, history)
 

@@ -88,7 +88,7 @@ def _renamed(d: dict, old: str, new: str) -> dict:
     return {(new + k[len(old):] if k.startswith(old) else k): v for k, v in d.items()}
 
 
-def _check_finite(metrics: dict[str, float], stage: str) -> None:
+def check_finite(metrics: dict[str, float], stage: str) -> None:
     bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
     if bad:
         raise FloatingPointError(f"{stage}: non-finite metrics {bad}; nothing is cached")
@@ -129,7 +129,7 @@ def run(ctx: DownstreamContext) -> StageOutput:
         title = f"RLVR ({algorithm.upper()}, verifier reward): policy {cfg.downstream.policy.model}"
         metrics, history, _ = ppo_stage(rl_cfg, ctx.world, scorer, ctx.cache, tmp, ctx.progress, title=title)
         metrics, history = _renamed(metrics, "ppo/", "rlvr/"), _renamed(history, "ppo/", "rlvr/")
-        _check_finite(metrics, "rlvr")
+        check_finite(metrics, "rlvr")
         for name in ("ppo_curve.png", "ppo_samples.jsonl"):  # the files keep ppo_stage's names minus the prefix
             (tmp / name).rename(tmp / name[len("ppo_"):])
         write_stage(tmp, metrics, history)
