@@ -141,9 +141,9 @@ class PPOConfig:
 @dataclass
 class DPOTrainConfig:
     enabled: bool = False
-    beta: float = 0.1                # the DPO paper's default KL strength
+    beta: float = 0.1                # TRL DPOConfig's default (trl/trainer/dpo_config.py); larger = closer to the SFT policy
     lr: float = 5e-5                 # benchmarks/dpo_lr_probe.py: 1e-5/5e-5/2e-4 -> gold +0.040/+0.035/+0.019, KL 0.15/1.2/7.9 (2e-4 drifts)
-    epochs: int = 1                  # one pass over the RM's training pairs (the DPO paper trains few epochs)
+    epochs: int = 1                  # one pass over the RM's training pairs (the probe above measured one epoch)
     batch_size: int = 32             # pairs per step, as train.batch_size
     max_pairs: Optional[int] = None  # null: every training pair; a number caps them (cheaper runs)
     seed: int = 0                    # batch order
