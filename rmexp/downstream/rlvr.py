@@ -8,7 +8,8 @@ The algorithm is `downstream.rlvr.algorithm`: `grpo` (the default: group-relativ
 and there is no RM to start one from), or `ppo` with a value model on the SFT policy's own weights and a zero
 score head (every initial value 0). Every other setting is `downstream.ppo`'s, so rlvr and ppo differ only in the
 reward. Nothing RM- or data-related enters the cache key (policy weights, world, RL and evaluation settings,
-device): a sweep over RMs or data computes it once, and the trial reads it from the cache.
+device): a sweep over RMs or data computes it once, and the trial reads it from the cache (`rlvr/seconds` is then
+the time of that one computation; the trial's own `time/rlvr_s` shows the read).
 """
 from __future__ import annotations
 
