@@ -7,7 +7,8 @@ baseline for GAE. `downstream.ppo.algorithm=grpo` swaps the value model for GRPO
 score standardised within its group, and the KL to the reference moves from the reward into the loss (estimator
 k3, as the paper); every other setting (kl_coef, lr, clip range, batch sizes) is PPO's and was not re-tuned for
 GRPO. TRL no longer ships a PPO trainer, so the maths lives here and is tested against reference formulas in
-tests/test_ppo_math.py; the training loop (`ppo_stage`, at the bottom) is tested in tests/test_ppo.py.
+tests/test_ppo_math.py; the training loop (`ppo_stage`, at the bottom) is tested in tests/test_ppo.py. One module of ~700 lines on purpose: the loop's
+numbered steps are read against the primitives they call.
 
 Conventions for every primitive: tensors are [batch, T] over response tokens only, and `mask` [batch, T]
 (float or bool; 1 = real response token) is right-padded, i.e. each row is 1s then 0s. Masked positions may
