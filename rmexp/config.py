@@ -117,6 +117,8 @@ class BonConfig:
 @dataclass
 class PPOConfig:
     enabled: bool = False
+    algorithm: str = "ppo"           # ppo (value model from the RM, GAE) | grpo (group-relative advantages, no value model)
+    group_size: int = 4              # grpo only: samples per prompt; rollout_batch / group_size prompts a step (same samples as ppo)
     steps: int = 80                  # PPO iterations (rollout + update); toy default: ~50 s on 2 cores
     rollout_batch: int = 64          # prompts per rollout (64: steadier steps than 32 on the toy world)
     minibatch: int = 16              # must divide rollout_batch
@@ -124,7 +126,7 @@ class PPOConfig:
     lr: float = 1e-4                 # toy tuning: 5e-4 hacks the RM within 10 steps (KL > 4, gold falls)
     value_lr: float = 5e-4
     kl_coef: float = 0.2             # toy tuning: KL levels off near 3-4 nats by step 80 while gold still rises
-    kl_kind: str = "k1"              # k1 | k2 | k3 | abs
+    kl_kind: Optional[str] = None    # k1 | k2 | k3 | abs; null: the algorithm's own (ppo: k1 in the reward; grpo: k3 in the loss)
     adaptive_kl: bool = False
     kl_target: float = 6.0
     kl_horizon: int = 1000
@@ -141,10 +143,31 @@ class PPOConfig:
 
 
 @dataclass
+class DPOTrainConfig:
+    enabled: bool = False
+    beta: float = 0.1                # TRL DPOConfig's default (trl/trainer/dpo_config.py); larger = closer to the SFT policy
+    lr: float = 5e-5                 # benchmarks/dpo_lr_probe.py: 1e-5/5e-5/2e-4 -> gold +0.040/+0.035/+0.019, KL 0.15/1.2/7.9 (2e-4 drifts)
+    epochs: int = 1                  # one pass over the RM's training pairs (the probe above measured one epoch)
+    batch_size: int = 32             # pairs per step, as train.batch_size
+    max_pairs: Optional[int] = None  # null: every training pair; a number caps them (cheaper runs)
+    seed: int = 0                    # batch order
+
+
+@dataclass
+class RLVRConfig:
+    enabled: bool = False
+    algorithm: str = "grpo"          # grpo: no value model needed (there is no RM to start one from) | ppo: value head from the SFT policy
+    # Every other RL setting (steps, lr, KL, batch sizes, evaluation) is downstream.ppo's, so rlvr and ppo differ
+    # only in the reward.
+
+
+@dataclass
 class DownstreamConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     bon: BonConfig = field(default_factory=BonConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOTrainConfig = field(default_factory=DPOTrainConfig)
+    rlvr: RLVRConfig = field(default_factory=RLVRConfig)
 
 
 @dataclass
@@ -199,7 +222,8 @@ CHOICES = {
     "model.source": ("toy", "hf"), "model.family": None, "model.init": ("pretrained", "random"),
     "data.source": ("toy", "files"), "train.schedule": ("constant", "linear", "cosine"),
     "train.overlong": ("truncate", "drop"), "benchmark.source": ("toy", "files"),
-    "downstream.ppo.kl_kind": ("k1", "k2", "k3", "abs"), "device": ("cpu", "cuda", "auto"),
+    "downstream.ppo.kl_kind": (None, "k1", "k2", "k3", "abs"), "downstream.ppo.algorithm": ("ppo", "grpo"),
+    "downstream.rlvr.algorithm": ("ppo", "grpo"), "device": ("cpu", "cuda", "auto"),
 }
 POSITIVE = ("model.n_layer", "model.d_model", "model.n_head", "model.pretrain_batch", "model.block_size",
             "data.size", "train.epochs", "train.lr", "train.batch_size", "train.max_length",
@@ -209,7 +233,8 @@ POSITIVE = ("model.n_layer", "model.d_model", "model.n_head", "model.pretrain_ba
             "downstream.ppo.steps", "downstream.ppo.rollout_batch", "downstream.ppo.minibatch",
             "downstream.ppo.ppo_epochs", "downstream.ppo.lr", "downstream.ppo.value_lr",
             "downstream.ppo.eval_every", "downstream.ppo.eval_prompts_per_domain", "downstream.ppo.kl_target",
-            "downstream.ppo.kl_horizon",
+            "downstream.ppo.kl_horizon", "downstream.ppo.group_size",
+            "downstream.dpo.beta", "downstream.dpo.lr", "downstream.dpo.epochs", "downstream.dpo.batch_size",
             "ray.cpus_per_trial", "threads")
 NON_NEGATIVE = ("model.pretrain_steps", "model.sft_steps", "train.margin", "train.center_coef",
                 "train.weight_decay", "downstream.ppo.kl_coef", "downstream.ppo.clip_range",
@@ -285,6 +310,15 @@ def validate(cfg: DictConfig) -> None:
     if ppo.rollout_batch % ppo.minibatch:
         _fail("downstream.ppo.minibatch", ppo.minibatch,
               f"it must divide downstream.ppo.rollout_batch={ppo.rollout_batch} exactly")
+    grpo_used = ppo.algorithm == "grpo" or (cfg.downstream.rlvr.enabled and cfg.downstream.rlvr.algorithm == "grpo")
+    if grpo_used and (ppo.group_size < 2 or ppo.rollout_batch % ppo.group_size):
+        _fail("downstream.ppo.group_size", ppo.group_size,
+              f"grpo needs >= 2 samples per prompt, dividing downstream.ppo.rollout_batch={ppo.rollout_batch} exactly")
+    if grpo_used and ppo.kl_kind == "k1":
+        _fail("downstream.ppo.kl_kind", ppo.kl_kind, "grpo puts the KL in the loss, where k1 has zero expected "
+              "gradient: choose k3 (the GRPO paper's), k2, abs or null")
+    if cfg.downstream.dpo.max_pairs is not None and cfg.downstream.dpo.max_pairs <= 0:
+        _fail("downstream.dpo.max_pairs", cfg.downstream.dpo.max_pairs, "it must be > 0 or null (every pair)")
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:

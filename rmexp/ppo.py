@@ -1,10 +1,14 @@
 """PPO for language models (CleanRL / lm-human-preference-details style), written in numbered steps.
 
-The policy is the SFT model, the reference is a frozen copy of it, the reward is the RM score at the end of
-the response plus a per-token KL penalty against the reference, and a value head (initialised from the RM)
-gives the baseline for GAE. TRL no longer ships a PPO trainer, so the maths lives here and is tested against
-reference formulas in tests/test_ppo_math.py; the training loop (`ppo_stage`, at the bottom) is tested in
-tests/test_ppo.py.
+The policy is the SFT model, the reference is a frozen copy of it, the reward is the RM score at the end of the
+response plus a per-token KL penalty against the reference, and a value head (initialised from the RM) gives the
+baseline for GAE. `downstream.ppo.algorithm=grpo` swaps the value model for GRPO's group-relative advantages
+(Shao et al. 2024, DeepSeekMath): `group_size` samples per prompt, each scored, the advantage of a sample is its
+score standardised within its group, and the KL to the reference moves from the reward into the loss (estimator
+k3, as the paper); every other setting (kl_coef, lr, clip range, batch sizes) is PPO's and was not re-tuned for
+GRPO. TRL no longer ships a PPO trainer, so the maths lives here and is tested against reference formulas in
+tests/test_ppo_math.py; the training loop (`ppo_stage`, at the bottom) is tested in tests/test_ppo.py. One module of ~700 lines on purpose: the loop's
+numbered steps are read against the primitives they call.
 
 Conventions for every primitive: tensors are [batch, T] over response tokens only, and `mask` [batch, T]
 (float or bool; 1 = real response token) is right-padded, i.e. each row is 1s then 0s. Masked positions may
@@ -229,6 +233,21 @@ def clipped_value_loss(
             "value_mean": masked_mean(values, m),
         }
     return loss, stats
+
+
+ALGORITHMS = ("ppo", "grpo")
+GRPO_EPS = 1e-4  # added to the group's std (as TRL's GRPOTrainer), so a group of equal scores gets advantage 0
+
+
+def group_advantages(scores: Tensor, group_size: int, eps: float = GRPO_EPS) -> Tensor:
+    """GRPO's outcome advantages: (r - mean_group) / (std_group + eps) for each sample, where rows
+    [k * group_size, (k + 1) * group_size) are the samples of one prompt. std is the unbiased (Bessel) standard
+    deviation over the group, as TRL's GRPOTrainer (`.std(dim=1)`). scores: [B]; returns [B]."""
+    if group_size < 2:
+        raise ValueError(f"group_advantages: group_size must be >= 2 (a group of 1 has no spread), got {group_size}")
+    groups = scores.view(exact_div(scores.shape[0], group_size, "group_advantages: batch / group_size"), group_size)
+    mean, std = groups.mean(dim=1, keepdim=True), groups.std(dim=1, keepdim=True)
+    return ((groups - mean) / (std + eps)).view(-1)
 
 
 class AdaptiveKLController:
@@ -526,13 +545,23 @@ def plot_ppo_curve(history: dict[str, list[tuple[int, float]]], path: Path, titl
 # The stage
 # --------------------------------------------------------------------------------------------------
 
-def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
-              ) -> tuple[dict[str, float], dict[str, list[tuple[int, float]]], list[Path]]:
-    """Train the SFT policy `cfg.downstream.policy.model` against `rm` with PPO; measure gold, proxy and KL.
+def _value_init(rm) -> tuple[torch.nn.Module, float] | None:
+    """(model, offset) to initialise the value model from: the scorer's `value_init()` (None for kinds without a
+    value head)."""
+    vi = rm.value_init()
+    return None if vi is None else (vi.model, vi.offset)
 
-    Returns (metrics, history, artifacts) as the trial expects."""
+
+def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True, title: str | None = None
+              ) -> tuple[dict[str, float], dict[str, list[tuple[int, float]]], list[Path]]:
+    """Train the SFT policy `cfg.downstream.policy.model` against `rm` with PPO (or GRPO, by
+    `downstream.ppo.algorithm`); measure gold, proxy and KL on held-out prompts.
+
+    `rm` is anything with `score(prompts, responses, batch_tokens)` and `tok`; PPO also needs its value model
+    initialisation (`value_init()`), GRPO none. Returns (metrics, history, artifacts) as the trial expects."""
     from rmexp import zoo
     from rmexp.progress import progress_bar
+    from rmexp.rm import resolve_device
     from rmexp.world.domains import DOMAINS
 
     start = time.time()
@@ -540,27 +569,45 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
     out_dir = Path(out_dir)
     # 0. Checks before any work, then set-up.
     n_minibatches = exact_div(p.rollout_batch, p.minibatch, "downstream.ppo.rollout_batch / downstream.ppo.minibatch")
-    if p.kl_kind not in KL_KINDS:
+    if p.algorithm not in ALGORITHMS:
+        raise ValueError(f"downstream.ppo.algorithm={p.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
+    grpo = p.algorithm == "grpo"
+    kl_kind = p.kl_kind or ("k3" if grpo else "k1")  # null: the algorithm's own estimator
+    if kl_kind not in KL_KINDS:
         raise ValueError(f"downstream.ppo.kl_kind={p.kl_kind!r}; allowed: {', '.join(KL_KINDS)}")
-    value_init = rm.value_init()
-    if value_init is None:
-        raise ValueError(f"PPO: rm={rm.kind} offers no value-model initialisation (value_init() is None); "
-                         f"PPO needs one: use an RM kind that has a score head (e.g. rm=classifier)")
+    if grpo:
+        if kl_kind == "k1":
+            raise ValueError("downstream.ppo.kl_kind='k1' with algorithm=grpo: GRPO puts the KL in the loss, where k1 "
+                             "(log-ratio of the policy's own samples) has zero expected gradient; use k3 (the GRPO "
+                             "paper's) or k2, or null for k3")
+        if p.group_size < 2:
+            raise ValueError(f"downstream.ppo.group_size={p.group_size}: GRPO needs at least 2 samples per prompt")
+        n_prompts = exact_div(p.rollout_batch, p.group_size, "downstream.ppo.rollout_batch / downstream.ppo.group_size")
+    else:
+        n_prompts = p.rollout_batch
+    vi = None if grpo else _value_init(rm)
+    if not grpo and vi is None:
+        raise ValueError(f"PPO: rm={rm.kind} offers no value-model initialisation; "
+                         f"use downstream.ppo.algorithm=grpo (no value model) or an RM kind with one (classifier)")
     torch.manual_seed(p.seed)
     path, _ = zoo.policy_path(pol.model, world, cache, show_bars)
     policy, tok = zoo.load_causal_lm(path)
-    check_same_vocab(tok, rm.tok)
+    if vi is not None:  # the value model reads the policy's token ids; a reward from text does not
+        check_same_vocab(tok, rm.tok)
     if tok.eos_token_id is None or tok.pad_token_id is None:
         raise ValueError(f"PPO: the policy's tokenizer ({path}) needs an eos and a pad token")
-    device = next(value_init.model.parameters()).device  # the trial put the RM where cfg.device says; PPO follows
+    # The trial put the RM where cfg.device says; PPO follows it (GRPO has no RM weights to follow: cfg.device).
+    device = next(vi[0].parameters()).device if vi is not None else resolve_device(cfg.device)
     policy.to(device)
     ref = copy.deepcopy(policy).requires_grad_(False)
-    value_model = ValueModel(value_init.model, value_init.offset)
+    value_model = ValueModel(*vi) if vi is not None else None
+    trained = [m for m in (policy, value_model) if m is not None]
     # Dropout off everywhere (as TRL): log-probs of the rollout and of the update must come from one function.
-    for m in (policy, ref, value_model):
+    for m in (policy, ref, *trained[1:]):
         m.eval()
     opt_policy = torch.optim.AdamW(policy.parameters(), lr=p.lr, eps=1e-5, weight_decay=0.0)
-    opt_value = torch.optim.AdamW(value_model.parameters(), lr=p.value_lr, eps=1e-5, weight_decay=0.0)
+    opt_value = (torch.optim.AdamW(value_model.parameters(), lr=p.value_lr, eps=1e-5, weight_decay=0.0)
+                 if value_model is not None else None)
     kl_ctl = (AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.adaptive_kl
               else FixedKLController(p.kl_coef))
     gen = torch.Generator().manual_seed(p.seed)
@@ -573,6 +620,8 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
         "ppo/gold", "ppo/proxy", "ppo/kl", "ppo/train_reward", "ppo/policy_loss", "ppo/value_loss",
         "ppo/clipfrac", "ppo/kl_coef", "ppo/train_kl", "ppo/approx_kl", "ppo/train_missing_eos",
         "ppo/train_response_len")}
+    if grpo:
+        del history["ppo/value_loss"]
     evals: dict[int, dict] = {}
 
     def run_eval(step: int) -> dict:
@@ -584,51 +633,70 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
 
     sft = run_eval(0)
     drawn = 0
-    bar = progress_bar(range(1, p.steps + 1), f"ppo {pol.model}", show_bars)
+    bar = progress_bar(range(1, p.steps + 1), f"{p.algorithm} {pol.model}", show_bars)
     for step in bar:
-        # 1. Rollout: balanced over the six domains, prompts drawn from the train split.
+        # 1. Rollout: balanced over the six domains, prompts drawn from the train split (GRPO: each prompt
+        #    `group_size` times in a row, one group per prompt).
         batch = []
-        for _ in range(p.rollout_batch):
-            batch.append(prompt_rng.choice(train_prompts[DOMAINS[drawn % len(DOMAINS)]]))
+        for _ in range(n_prompts):
+            q = prompt_rng.choice(train_prompts[DOMAINS[drawn % len(DOMAINS)]])
+            batch.extend([q] * (p.group_size if grpo else 1))
             drawn += 1
         r = rollout(policy, ref, tok, [q.text for q in batch], pol.temperature, pol.max_new_tokens, gen)
         # 2. Score: normalised RM reward at the last token, minus the penalty where eos never came.
         scores, _ = score_responses(rm, [q.text for q in batch], r.texts, r.has_eos.cpu(), p.missing_eos_penalty,
                                     budget)
         scores = scores.to(device)
-        # 3. KL penalty per token against the reference; the score lands on the last real token.
         kl_coef = kl_ctl.value
-        rewards, _, kl = compute_rewards(scores, r.logprob, r.ref_logprob, r.mask, kl_coef, p.kl_kind)
-        # 4. Optional reward whitening (scale only: the mean is kept).
-        if p.whiten_rewards:
-            rewards = masked_whiten(rewards, r.mask, shift_mean=False)
-        # 5. Values of the rollout's states, GAE, advantage whitening.
-        with torch.no_grad():
-            values = value_model(r.ids, r.attn, r.q_len, r.response.shape[1])
-        advantages, returns = gae(rewards, values, r.mask, p.gamma, p.lam)
-        advantages = masked_whiten(advantages, r.mask)
-        # 6. PPO epochs over shuffled minibatches: clipped policy and value losses, separate optimisers.
-        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
+        if grpo:
+            # 3-5 (GRPO). The score's group-relative advantage on every real token of the sample; the KL is a
+            # loss term (below), not a reward.
+            kl = torch.where(r.mask, kl_penalty(r.logprob, r.ref_logprob, kl_kind), torch.zeros_like(r.logprob))
+            advantages = torch.where(r.mask, group_advantages(scores, p.group_size)[:, None].expand_as(r.logprob),
+                                     torch.zeros_like(r.logprob))
+            values = returns = None
+        else:
+            # 3. KL penalty per token against the reference; the score lands on the last real token.
+            rewards, _, kl = compute_rewards(scores, r.logprob, r.ref_logprob, r.mask, kl_coef, kl_kind)
+            # 4. Optional reward whitening (scale only: the mean is kept).
+            if p.whiten_rewards:
+                rewards = masked_whiten(rewards, r.mask, shift_mean=False)
+            # 5. Values of the rollout's states, GAE, advantage whitening.
+            with torch.no_grad():
+                values = value_model(r.ids, r.attn, r.q_len, r.response.shape[1])
+            advantages, returns = gae(rewards, values, r.mask, p.gamma, p.lam)
+            advantages = masked_whiten(advantages, r.mask)
+        # 6. PPO epochs over shuffled minibatches: clipped policy loss, plus the clipped value loss (PPO, separate
+        #    optimisers) or kl_coef * the per-token KL to the reference (GRPO).
+        stats: dict[str, list[float]] = {"policy_loss": [], "clipfrac": [], "approx_kl": []}
+        if not grpo:
+            stats["value_loss"] = []
         for _epoch in range(p.ppo_epochs):
             order = torch.randperm(p.rollout_batch, generator=gen).view(n_minibatches, p.minibatch)
             for idx in order.to(device):
                 ids, attn, q_len, response, mask, T = _trim(r, idx)
                 new_logprob = response_logprobs(policy, ids, attn, q_len, response, pol.temperature)
-                new_values = value_model(ids, attn, q_len, T)
                 pg_loss, pg_stats = clipped_policy_loss(new_logprob, r.logprob[idx, :T], advantages[idx, :T],
                                                         mask, p.clip_range)
-                vf_loss, _ = clipped_value_loss(new_values, values[idx, :T], returns[idx, :T], mask,
-                                                p.clip_range_value)
-                loss = pg_loss + p.vf_coef * vf_loss
+                if grpo:
+                    kl_term = masked_mean(kl_penalty(new_logprob, r.ref_logprob[idx, :T], kl_kind), mask)
+                    loss = pg_loss + kl_coef * kl_term
+                else:
+                    new_values = value_model(ids, attn, q_len, T)
+                    vf_loss, _ = clipped_value_loss(new_values, values[idx, :T], returns[idx, :T], mask,
+                                                    p.clip_range_value)
+                    loss = pg_loss + p.vf_coef * vf_loss
+                    stats["value_loss"].append(vf_loss.item())
                 opt_policy.zero_grad(set_to_none=True)
-                opt_value.zero_grad(set_to_none=True)
+                if opt_value is not None:
+                    opt_value.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-                torch.nn.utils.clip_grad_norm_(value_model.parameters(), 1.0)
+                for m in trained:
+                    torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
                 opt_policy.step()
-                opt_value.step()
+                if opt_value is not None:
+                    opt_value.step()
                 stats["policy_loss"].append(pg_loss.item())
-                stats["value_loss"].append(vf_loss.item())
                 stats["clipfrac"].append(float(pg_stats["clipfrac"]))
                 stats["approx_kl"].append(float(pg_stats["approx_kl"]))
         mean_kl = float(kl.sum(1).mean())
@@ -657,6 +725,8 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
     with open(samples, "w") as f:
         for row in final["rows"]:
             f.write(json.dumps({**row, "step": max(evals)}) + "\n")
-    noise = f", label noise {cfg.data.label_noise:g}" if cfg.data.label_noise else ""
-    curve = plot_ppo_curve(history, out_dir / "ppo_curve.png", f"PPO: policy {pol.model}, RM {cfg.model.name}{noise}")
+    if title is None:
+        noise = f", label noise {cfg.data.label_noise:g}" if cfg.data.label_noise else ""
+        title = f"{p.algorithm.upper()}: policy {pol.model}, RM {cfg.model.name}{noise}"
+    curve = plot_ppo_curve(history, out_dir / "ppo_curve.png", title)
     return metrics, history, [curve, samples]

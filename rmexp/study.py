@@ -23,6 +23,9 @@ Check kinds (every kind also takes ``name``, ``paper`` (what the paper says, fre
 ``rank``         ``metric``, ``param``, ``order`` (the param's values, lowest first), ``expect``
                  (increasing | decreasing). Value: Spearman rho of the metric with the position of each
                  trial's value in ``order`` (trials with other values are left out); CI: bootstrap over trials.
+``metric_diff``  ``a``, ``b`` (two metric names), ``expect`` (a_greater | b_greater). Value: mean over trials of
+                 a - b, paired within each trial (two downstream methods run on the same RM, data and policy);
+                 CI: bootstrap over trials.
 
 Param values are compared as strings, and numerically where both sides parse as numbers (so ``2``, ``"2"`` and
 ``"2.0"`` are the same epoch count, ``3.0e-4`` and ``"0.0003"`` the same learning rate).
@@ -58,9 +61,10 @@ KINDS: dict[str, tuple[set[str], set[str], tuple[str, ...]]] = {
     "correlation": ({"bench", "downstream", "expect"}, {"method"}, ("positive", "negative")),
     "group_diff": ({"metric", "param", "a", "b", "expect"}, {"match"}, ("a_greater", "b_greater")),
     "rank": ({"metric", "param", "order", "expect"}, set(), ("increasing", "decreasing")),
+    "metric_diff": ({"a", "b", "expect"}, set(), ("a_greater", "b_greater")),
 }
 METHODS = ("pearson", "spearman")
-DEFAULT_MIN_N = {"correlation": 5, "group_diff": 2, "rank": 3}  # percentile CIs of r are unreliable below 5
+DEFAULT_MIN_N = {"correlation": 5, "group_diff": 2, "rank": 3, "metric_diff": 2}  # percentile CIs of r are unreliable below 5
 TOP_REQUIRED = ("sweep", "command", "paper", "finding", "paper_numbers", "checks")
 TOP_OPTIONAL = ("notes", "description")
 
@@ -97,7 +101,7 @@ class CheckResult:
 
     def measured(self) -> str:
         """``r=+0.83 [+0.41, +0.97] n=8 (detail)`` style text."""
-        sym = {"correlation": "r", "group_diff": "diff", "rank": "rho"}.get(self.kind, "value")
+        sym = {"correlation": "r", "group_diff": "diff", "rank": "rho", "metric_diff": "diff"}.get(self.kind, "value")
         if self.kind == "correlation" and self.check.get("method") == "spearman":
             sym = "rho"
         if math.isnan(self.value):
@@ -162,6 +166,12 @@ def _validate_check(i: int, c: Any, where: str) -> dict[str, Any]:
             raise StudyError(f"{where}: checks[{i}]: a and b are the same value ({c['a']!r})")
         if "match" in c and not (isinstance(c["match"], list) and all(isinstance(m, str) for m in c["match"])):
             raise StudyError(f"{where}: checks[{i}].match must be a list of param names, got {c['match']!r}")
+    if kind == "metric_diff":
+        for key in ("a", "b"):
+            if not (isinstance(c[key], str) and c[key]):
+                raise StudyError(f"{where}: checks[{i}].{key} must be a metric name, got {c[key]!r}")
+        if c["a"] == c["b"]:
+            raise StudyError(f"{where}: checks[{i}]: a and b are the same metric ({c['a']!r})")
     if kind == "rank":
         order = c["order"]
         if not (isinstance(order, list) and len(order) >= 2 and all(_scalar(v) for v in order)):
@@ -189,6 +199,8 @@ def default_check_name(c: Mapping[str, Any]) -> str:
         return f"{c.get('method', 'pearson')}({c['bench']}, {c['downstream']})"
     if kind == "group_diff":
         return f"{c['metric']}: {c['param']}={c['a']} vs {c['b']}"
+    if kind == "metric_diff":
+        return f"{c['a']} vs {c['b']}"
     return f"{c['metric']} by {c['param']}"
 
 
@@ -335,6 +347,8 @@ def _paper_text(c: Mapping[str, Any]) -> str:
         return f"{c['bench']} vs {c['downstream']}: {c.get('method', 'pearson')} r {'>' if e == 'positive' else '<'} 0"
     if kind == "group_diff":
         return f"{c['metric']}: {c['param']}={c['a']} {'>' if e == 'a_greater' else '<'} {c['b']}"
+    if kind == "metric_diff":
+        return f"{c['a']} {'>' if e == 'a_greater' else '<'} {c['b']} (same trial)"
     return f"{c['metric']} {e} along {c['param']} {list(c['order'])}"
 
 
@@ -446,7 +460,30 @@ def _eval_group_diff(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
     return res
 
 
-_EVALUATORS = {"correlation": _eval_correlation, "group_diff": _eval_group_diff, "rank": _eval_rank}
+def _eval_metric_diff(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
+    res = _result(c, _paper_text(c))
+    absent = [m for m in (c["a"], c["b"]) if m not in t.columns]
+    if absent:
+        res.detail = f"not in trials: {', '.join(absent)}"
+        return res
+    d = _numeric(t, c["a"]) - _numeric(t, c["b"])
+    d = d[np.isfinite(d)]
+    res.n = int(d.size)
+    if res.n == 0:
+        res.detail = "no trial has both metrics"
+        return res
+    res.value = float(d.mean())
+    if n_boot and n_boot > 0:
+        idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
+        res.ci_lo, res.ci_hi = _percentile(d[idx].mean(axis=1))
+    sign = 1 if c["expect"] == "a_greater" else -1
+    res.verdict, why = _verdict(res.value, res.ci_lo, res.ci_hi, res.n, c.get("min_n", DEFAULT_MIN_N["metric_diff"]), sign)
+    res.detail = "; ".join(x for x in (f"paired within {res.n} trials", why) if x)
+    return res
+
+
+_EVALUATORS = {"correlation": _eval_correlation, "group_diff": _eval_group_diff, "rank": _eval_rank,
+               "metric_diff": _eval_metric_diff}
 
 
 def evaluate_check(check: Mapping[str, Any], trials: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> CheckResult:

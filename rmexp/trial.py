@@ -172,7 +172,7 @@ def run_trial(cfg: DictConfig, out_dir: Path, progress: Callable[[str], None] | 
         t = time.time()
         say(f"downstream {method.name}")
         result = method.run(DownstreamContext(cfg=cfg, world=world, rm=rm if method.uses_rm else None, cache=cache,
-                                              out_dir=out_dir, progress=show_bars))
+                                              out_dir=out_dir, progress=show_bars, prefs=prefs))
         metrics |= result.metrics
         history |= result.history
         artifacts += result.artifacts

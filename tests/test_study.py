@@ -212,6 +212,23 @@ def test_correlation_tiny_n_is_inconclusive():
 # ---------------------------------------------------------------------------------------------------- missing
 
 
+def test_metric_diff_paired_within_trials():
+    # Three trials: ppo - dpo = 0.10, 0.05, 0.12 -> mean 0.09; the bootstrap CI lies within [min, max] of the diffs.
+    t = pd.DataFrame({"param:data.label_noise": ["0.0", "0.2", "0.4"], "ppo/gold_delta": [0.30, 0.20, 0.02],
+                      "dpo/gold_delta": [0.20, 0.15, -0.10]})
+    r = run(dict(kind="metric_diff", a="ppo/gold_delta", b="dpo/gold_delta", expect="a_greater"), t)
+    assert r.value == pytest.approx(0.09) and r.n == 3 and r.verdict == "agrees"
+    assert 0.05 - 1e-12 <= r.ci_lo <= r.value <= r.ci_hi <= 0.12 + 1e-12
+    r = run(dict(kind="metric_diff", a="ppo/gold_delta", b="dpo/gold_delta", expect="b_greater"), t)
+    assert r.verdict == "disagrees"
+    r = run(dict(kind="metric_diff", a="ppo/gold_delta", b="dpo/gold_delta", expect="a_greater",
+                 where={"data.label_noise": "0.0"}), t)
+    assert r.n == 1 and r.verdict == "inconclusive"  # below min_n 2
+    assert run(dict(kind="metric_diff", a="ppo/gold_delta", b="rlvr/gold_delta", expect="a_greater"), t).verdict == "missing"
+    with pytest.raises(S.StudyError, match="same metric"):
+        check(kind="metric_diff", a="ppo/gold", b="ppo/gold", expect="a_greater")
+
+
 def test_missing_metric_or_param():
     t = frame(epochs_trials())
     r = run(dict(kind="correlation", bench="rb2/overall", downstream="ppo/gold", expect="positive"), t)

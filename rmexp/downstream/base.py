@@ -25,6 +25,7 @@ class DownstreamContext:
     cache: Path
     out_dir: Path            # where the method writes its artifacts
     progress: bool           # show progress bars
+    prefs: list[dict] | None = None  # the trial's preference rows (dpo trains on them)
 
 
 @dataclass
