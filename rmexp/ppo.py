@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rmexp import guards
 from rmexp.plots import save_figure
 
 # ==================================================================================================
@@ -616,6 +617,8 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True
                 vf_loss, _ = clipped_value_loss(new_values, values[idx, :T], returns[idx, :T], mask,
                                                 p.clip_range_value)
                 loss = pg_loss + p.vf_coef * vf_loss
+                guards.check_finite("PPO loss", loss.item(), step - 1, p.steps, {
+                    f"downstream.ppo.{k}": p[k] for k in ("lr", "value_lr", "kl_coef", "vf_coef", "clip_range")})
                 opt_policy.zero_grad(set_to_none=True)
                 opt_value.zero_grad(set_to_none=True)
                 loss.backward()

@@ -27,7 +27,7 @@ from rmexp.world.data import decontamination, rb2_length_scores
 from rmexp.world.domains import DOMAINS
 
 # Keys that say where and how a trial runs, not what it computes: left out of its identity.
-NON_IDENTITY_KEYS = ("tracking", "ray", "sweep", "threads", "cache_dir")
+NON_IDENTITY_KEYS = ("tracking", "ray", "sweep", "threads", "cache_dir", "verbose")
 
 
 class DecontaminationError(RuntimeError):
