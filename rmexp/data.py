@@ -23,11 +23,10 @@ class DataSourceError(RuntimeError):
 
 def read_rows(path_or_id: str, split: str = "train") -> list[dict]:
     """Rows of a local .jsonl/.json/.parquet file, or of a hub dataset (needs network or the HF cache)."""
-    import datasets
-
     local = Path(path_or_id).expanduser()
     if local.suffix in (".jsonl", ".json", ".parquet"):
         return read_local_rows(local)
+    import datasets  # imported here: slow, and only hub ids need it
     try:
         return list(datasets.load_dataset(path_or_id, split=split))
     except Exception as err:  # offline, unknown id, no cache: one clear message
