@@ -104,11 +104,11 @@ def test_plus_key_is_refused_on_a_composed_config_too():
 def test_coverage_counts_by_hand():
     unk = 0
     pairs = [([5, 0, 7], [5, 0, 8]),   # 2 unk of 6 tokens, different
-             ([1, 2], [1, 2]),         # identical, no unk
+             ([1, 2], [1, 2]),         # identical, no unk: 4 tokens
              ([0], [0, 0, 3])]         # 3 unk of 4 tokens, different
     cov = guards.coverage(pairs, unk)
-    assert (cov.tokens, cov.unk, cov.pairs, cov.identical) == (12, 5, 3, 1)
-    assert cov.unk_share == pytest.approx(5 / 12) and cov.identical_share == pytest.approx(1 / 3)
+    assert (cov.tokens, cov.unk, cov.pairs, cov.identical) == (14, 5, 3, 1)
+    assert cov.unk_share == pytest.approx(5 / 14) and cov.identical_share == pytest.approx(1 / 3)
     assert guards.coverage(pairs, None).unk == 0  # byte-level tokenizers have no <unk>
     guards.check_coverage(cov, 0.5, 0.34, "here", "m")  # under both limits: passes
     with pytest.raises(guards.DataCoverageError, match=r"35.7% of tokens are <unk> \(data.max_unk_share=0.3\)"):
