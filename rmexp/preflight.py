@@ -163,16 +163,31 @@ def _check_hf_model(path: str) -> None:
     if _looks_local(path):
         raise ConfigError(f"config error: model.path={path!r} does not exist; give an existing local model "
                           f"directory (save_pretrained output) or a hub id like org/name")
-    from huggingface_hub import hf_hub_download
+    import requests
+    from huggingface_hub import constants, try_to_load_from_cache
 
+    fix = (f"Download it where there is network (`huggingface-cli download {path} --local-dir DIR`) and set "
+           f"model.path=DIR")
     try:
-        hf_hub_download(path, "config.json", etag_timeout=HUB_TIMEOUT_S)
-    except Exception as err:  # noqa: BLE001 - offline, unknown id, bad id: all mean "not available here"
-        reason = type(err).__name__
-        raise ConfigError(
-            f"config error: model.path={path!r} is not a local directory and the hub model is not available "
-            f"here ({reason}; offline machines see only the local Hugging Face cache). Download it where there is "
-            f"network (`huggingface-cli download {path} --local-dir DIR`) and set model.path=DIR") from None
+        if isinstance(try_to_load_from_cache(path, "config.json"), str):
+            return  # in the local Hugging Face cache
+    except Exception:  # noqa: BLE001 - not a valid repo id
+        raise ConfigError(f"config error: model.path={path!r} is neither an existing local directory nor a hub id "
+                          f"like org/name") from None
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError(f"config error: model.path={path!r} is not a local directory and not in the local Hugging "
+                          f"Face cache, and the hub is offline (HF_HUB_OFFLINE=1). {fix}")
+    # One request with a short timeout (huggingface_hub's own download retries for ~25 s when offline).
+    url = f"{constants.ENDPOINT}/api/models/{path}"
+    try:
+        resp = requests.get(url, timeout=HUB_TIMEOUT_S, headers={"authorization": f"Bearer {constants.HF_TOKEN}"}
+                            if getattr(constants, "HF_TOKEN", None) else {})
+    except requests.RequestException as err:
+        raise ConfigError(f"config error: model.path={path!r} is not a local directory and the hub is not reachable "
+                          f"from here ({type(err).__name__} on {constants.ENDPOINT}). {fix}") from None
+    if resp.status_code in (401, 403, 404):
+        raise ConfigError(f"config error: model.path={path!r}: the hub has no such model, or it is gated or private "
+                          f"(HTTP {resp.status_code}; set HF_TOKEN for gated models). {fix}")
 
 
 def _preference_rows(path: str, split: str) -> list[dict]:

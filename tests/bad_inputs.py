@@ -148,7 +148,8 @@ CASES: list[Case] = [
          lambda d: ["model=hf", f"model.path={no_config_dir(d)}"], ("without config.json", "save_pretrained")),
     Case("hub_model_offline", "`model=hf model.path=gpt2` with the hub offline (was a 111-line traceback)",
          lambda d: ["model=hf", "model.path=gpt2"],
-         ("model.path='gpt2'", "not available here", "huggingface-cli download gpt2", "set model.path=DIR")),
+         ("model.path='gpt2'", "not in the local Hugging Face cache", "HF_HUB_OFFLINE=1",
+          "huggingface-cli download gpt2", "set model.path=DIR")),
     # -- files
     Case("data_path_unset", "`data=files` without `data.path`", lambda d: ["data=files"],
          ("data.path=None", "jsonl/parquet")),

@@ -140,6 +140,23 @@ def test_rm_training_stops_at_the_first_nonfinite_loss(world, zoo_cache, tmp_pat
     assert not out.exists() and not list(tmp_path.glob("rm.tmp*"))
 
 
+def test_unreachable_hub_fails_in_seconds_naming_model_path(monkeypatch):
+    """Online mode but no hub (an endpoint nothing listens on): one short request, not ~25 s of retries."""
+    from huggingface_hub import constants
+
+    from rmexp import preflight
+    from tests.bad_inputs import closed_port_uri
+
+    endpoint = closed_port_uri(None)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    start = time.time()
+    with pytest.raises(ConfigError, match=rf"model.path='org/model' is not a local directory and the hub is not "
+                                          rf"reachable from here \(ConnectionError on {endpoint}\).*model.path=DIR"):
+        preflight._check_hf_model("org/model")
+    assert time.time() - start < preflight.HUB_TIMEOUT_S + 2
+
+
 def test_json_array_and_jsonl_parse_alike(tmp_path):
     from rmexp.data import read_local_rows
 
