@@ -45,7 +45,8 @@ def _toy_rows(n: int) -> list[dict]:
     from rmexp.world.core import World
     from rmexp.world.data import preferences
 
-    return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in preferences(World(0), n, {"Math": 1.0}, 0.0, 0)]
+    rows = preferences(World(0), n, {"Math": 1.0}, 0.0, 0)
+    return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
 
 
 def english_rows(d: Path) -> str:
