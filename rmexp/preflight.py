@@ -12,6 +12,7 @@ Results of the slow checks are memoised per process (a sweep's trials often shar
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -118,7 +119,9 @@ def _one_line(err: BaseException) -> str:
 
 # ------------------------------------------------------------------------------------------- inputs
 def check_inputs(cfg: DictConfig) -> None:
-    if cfg.device == "cuda":
+    # On a Ray cluster the trials run on other machines, which may have the GPUs this one lacks.
+    remote = bool(cfg.sweep.name and (cfg.ray.address or os.environ.get("RAY_ADDRESS")))
+    if cfg.device == "cuda" and not remote:
         import torch
 
         if not torch.cuda.is_available():
