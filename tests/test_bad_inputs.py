@@ -164,3 +164,13 @@ def test_json_array_and_jsonl_parse_alike(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(rows, indent=1))
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     assert read_local_rows(tmp_path / "a.json") == read_local_rows(tmp_path / "b.jsonl") == rows
+
+
+def test_cuda_is_not_required_of_the_driver_of_a_cluster_sweep():
+    from tests.bad_inputs import _no_cuda_skip
+
+    if _no_cuda_skip():
+        pytest.skip(_no_cuda_skip())
+    validate(compose_config(["+sweep=smoke", "device=cuda", "ray.address=ray://10.0.0.1:10001"]))  # workers decide
+    with pytest.raises(ConfigError, match="device='cuda'"):
+        validate(compose_config(["+sweep=smoke", "device=cuda"]))  # local Ray: the trials run on this machine
