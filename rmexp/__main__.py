@@ -5,13 +5,18 @@
     python -m rmexp +sweep=smoke             # a sweep (conf/sweep/smoke.yaml): Ray trials, MLflow parent run
     python -m rmexp --cfg job                # print the resolved config and exit
 
-Exit status: 0 on success; 1 when a trial failed (a sweep finishes its other trials first) or Hydra refused an
-override; 2 for a bad config value (one line ``error: ...`` on stderr, before any work starts); 130 on Ctrl-C.
+Exit status: 0 on success; 2 for bad input found before any work starts (an unknown or mistyped key, a bad
+value, a missing or unparsable file, an unusable model, data the base's tokenizer cannot read, CUDA asked for
+and absent, an unreachable tracking store); 1 for a failure during work (a sweep finishes its other trials
+first); 130 on Ctrl-C. Every failure prints one line ``error: ...`` on stderr; ``verbose=true`` adds the
+traceback, which a failed run also keeps as ``error.txt`` in MLflow. Bad-input messages are listed in
+docs/bad_inputs.md.
 """
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 # Ray merges "similar" lines of different workers (words with digits, like a trial's key, are ignored when
 # comparing) and prints them late; each trial's progress lines should show as they come. Read at Ray import.
@@ -27,13 +32,19 @@ def _error(msg: str) -> None:
     msg = msg.strip()
     if msg.startswith("config error: "):
         msg = msg[len("config error: "):]
-    print(f"error: {' '.join(msg.splitlines())}", file=sys.stderr, flush=True)
+    print(f"error: {' '.join(msg.split())}", file=sys.stderr, flush=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    work_started = False
     try:
         validate(cfg)
+        from rmexp.preflight import check_tracking_store
+        from rmexp.tracking import tracking_uri
+
+        check_tracking_store(tracking_uri(cfg))
+        work_started = True
         if cfg.sweep.name:
             from rmexp.sweep import run_sweep
 
@@ -48,12 +59,35 @@ def main(cfg: DictConfig) -> None:
             torch.set_num_threads(cfg.threads)
             run_single(cfg)
     except ConfigError as e:
+        if cfg.verbose:
+            traceback.print_exc()
         _error(str(e))
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - any failure during work: one line, the traceback on request
+        from rmexp.tracking import error_summary
+
+        if cfg.verbose:
+            traceback.print_exc()
+        where = " (traceback: verbose=true, or the MLflow run's error.txt)" if work_started else \
+            " (traceback: verbose=true)"
+        _error(error_summary(e) + where)
+        sys.exit(1)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """Check the command line's overrides, then hand over to Hydra."""
+    from rmexp.preflight import check_overrides
+
+    try:
+        check_overrides(sys.argv[1:] if argv is None else argv)
+    except ConfigError as e:
+        _error(str(e))
+        sys.exit(2)
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

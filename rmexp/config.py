@@ -6,8 +6,10 @@ raises one `ConfigError` naming the key, the value and what is allowed.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -66,6 +68,8 @@ class DataConfig:
     eval_fraction: float = 0.1       # held-out pairs for eval/acc
     on_policy: Optional[str] = None  # zoo model name: candidates sampled from it instead of templates
     seed: int = 0
+    max_unk_share: float = 0.05      # more <unk> than 1 token in 20: the base cannot read the data; refused
+    max_identical_share: float = 0.02  # pairs encoding chosen == rejected teach nothing; a few duplicates pass
 
 
 @dataclass
@@ -210,6 +214,7 @@ class Config:
     device: str = "cpu"              # cpu | cuda | auto
     threads: int = 1                 # torch CPU threads for a single run
     fail_stage: Optional[str] = None # test hook: raise in this stage (rm, bench, or a downstream method's name)
+    verbose: bool = False            # print the full traceback of an error (the run's error.txt always has it)
 
 
 def register() -> None:
@@ -241,7 +246,11 @@ NON_NEGATIVE = ("model.pretrain_steps", "model.sft_steps", "train.margin", "trai
                 "downstream.ppo.clip_range_value", "downstream.ppo.vf_coef", "downstream.ppo.missing_eos_penalty",
                 "ray.gpus_per_trial", "ray.max_retries")
 FRACTIONS = ("data.label_noise", "data.eval_fraction", "train.warmup_ratio", "model.sft_wrong_rate",
-             "benchmark.decontam_max_overlap", "downstream.ppo.gamma", "downstream.ppo.lam")
+             "benchmark.decontam_max_overlap", "downstream.ppo.gamma", "downstream.ppo.lam",
+             "data.max_unk_share", "data.max_identical_share")
+OPEN_FRACTIONS = ("data.eval_fraction",)  # 0 leaves no eval pairs, 1 no training pairs
+# Mappings whose keys are data, not schema: checked by their own rules (the rm group by its kind's options dataclass).
+FREE_MAPPINGS = ("model.corpus_mix", "data.domain_weights", "sweep.axes", "rm")
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -271,9 +280,58 @@ def _check_registries(cfg: DictConfig) -> None:
         _fail("fail_stage", cfg.fail_stage, f"choose one of {stages}")
 
 
+def _leaves(node: Any, prefix: str = ""):
+    """(dotted key, value) of every leaf of a config (dict keys that are data are still walked)."""
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            yield from _leaves(None if OmegaConf.is_missing(node, k) else node[k], f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], node
+
+
+def schema_keys() -> list[str]:
+    """Every dotted key the schema knows (free mappings as one key)."""
+    out = []
+
+    def walk(node: DictConfig, prefix: str) -> None:
+        for k in node.keys():
+            key = f"{prefix}{k}"
+            out.append(key)
+            child = node._get_node(k)  # not node[k]: a ??? value would raise
+            if key not in FREE_MAPPINGS and isinstance(child, DictConfig):
+                walk(child, key + ".")
+    walk(OmegaConf.structured(Config), "")
+    return out
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Refuse keys the schema lacks. Struct mode refuses `train.epoch=2`, but Hydra's `+key=value` adds with
+    `force_add`, which bypasses struct mode; so the composed config is compared with the schema here."""
+    known = set(schema_keys())
+
+    def walk(node: DictConfig, prefix: str) -> None:
+        for k in node.keys():
+            key = f"{prefix}{k}"
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ConfigError(f"config error: unknown config key {key!r}; {hint}a + override cannot add keys the "
+                                  f"schema lacks (only +sweep=<name>); see the keys with `python -m rmexp --cfg job`")
+            child = node._get_node(k)  # not node[k]: a ??? value would raise
+            if key not in FREE_MAPPINGS and isinstance(child, DictConfig):
+                walk(child, key + ".")
+    walk(cfg, "")
+
+
 def validate(cfg: DictConfig) -> None:
-    """Check values the type system cannot: ranges, choices, mixes, paths that must be given."""
+    """Check what the type system cannot: unknown keys added with +, finite numbers, ranges, choices, mixes,
+    registered RM kinds and options, model names, then (rmexp/preflight.py) paths, files, CUDA and the data's
+    tokenizer coverage."""
+    check_known_keys(cfg)
     _check_registries(cfg)
+    for key, value in _leaves(cfg):
+        if isinstance(value, float) and not math.isfinite(value):
+            _fail(key, value, "it must be a finite number")
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if allowed is not None and value not in allowed:
@@ -287,6 +345,9 @@ def validate(cfg: DictConfig) -> None:
     for key in FRACTIONS:
         if not 0 <= OmegaConf.select(cfg, key) <= 1:
             _fail(key, OmegaConf.select(cfg, key), "it must be between 0 and 1")
+    for key in OPEN_FRACTIONS:
+        if not 0 < OmegaConf.select(cfg, key) < 1:
+            _fail(key, OmegaConf.select(cfg, key), "it must be strictly between 0 and 1")
     if cfg.model.d_model % cfg.model.n_head:
         _fail("model.n_head", cfg.model.n_head, f"it must divide model.d_model={cfg.model.d_model}")
     if cfg.model.source == "hf" and not cfg.model.path:
@@ -319,6 +380,18 @@ def validate(cfg: DictConfig) -> None:
               "gradient: choose k3 (the GRPO paper's), k2, abs or null")
     if cfg.downstream.dpo.max_pairs is not None and cfg.downstream.dpo.max_pairs <= 0:
         _fail("downstream.dpo.max_pairs", cfg.downstream.dpo.max_pairs, "it must be > 0 or null (every pair)")
+    names = [("data.on_policy", cfg.data.on_policy)] if cfg.data.on_policy else []
+    from rmexp.downstream import DOWNSTREAM
+
+    if any(cfg.downstream[name].enabled for name in DOWNSTREAM):  # every method starts from the policy
+        names.append(("downstream.policy.model", cfg.downstream.policy.model))
+    for key, name in names:
+        if not (CONF_DIR / "model" / f"{name}.yaml").exists():
+            known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+            _fail(key, name, f"choose a conf/model entry: {known}")
+    from rmexp.preflight import check_inputs  # imported here: it loads tokenizers and reads files
+
+    check_inputs(cfg)
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:

@@ -23,14 +23,10 @@ class DataSourceError(RuntimeError):
 
 def read_rows(path_or_id: str, split: str = "train") -> list[dict]:
     """Rows of a local .jsonl/.json/.parquet file, or of a hub dataset (needs network or the HF cache)."""
-    import datasets
-
     local = Path(path_or_id).expanduser()
     if local.suffix in (".jsonl", ".json", ".parquet"):
-        if not local.exists():
-            raise DataSourceError(f"data file {str(local)!r} does not exist")
-        kind = "parquet" if local.suffix == ".parquet" else "json"
-        return list(datasets.load_dataset(kind, data_files=str(local), split="train"))
+        return read_local_rows(local)
+    import datasets  # imported here: slow, and only hub ids need it
     try:
         return list(datasets.load_dataset(path_or_id, split=split))
     except Exception as err:  # offline, unknown id, no cache: one clear message
@@ -39,6 +35,46 @@ def read_rows(path_or_id: str, split: str = "train") -> list[dict]:
             f"Offline machines need a local copy: download it where there is network "
             f"(`huggingface-cli download --repo-type dataset {path_or_id} --local-dir DIR`) and pass the "
             f".jsonl/.parquet file path instead.") from err
+
+
+def read_local_rows(path: Path) -> list[dict]:
+    """Rows of a local .jsonl (one object a line), .json (a list of objects, or JSON lines) or .parquet file.
+    Errors name the file and, for JSON, the first bad line; an empty file is an error."""
+    if not path.is_file():
+        raise DataSourceError(f"data file {str(path)!r} does not exist" if not path.exists()
+                              else f"data path {str(path)!r} is not a file")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise DataSourceError(f"cannot read parquet file {str(path)!r}: {type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    else:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        rows = None
+        if path.suffix == ".json" and text.lstrip().startswith("["):
+            try:
+                rows = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise DataSourceError(f"{str(path)!r} line {err.lineno}: not valid JSON ({err.msg})") from None
+        if rows is None:
+            rows = []
+            for lineno, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataSourceError(f"{str(path)!r} line {lineno}: not valid JSON ({err.msg} at column "
+                                          f"{err.colno}); each line must be one JSON object") from None
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise DataSourceError(f"{str(path)!r} row {i + 1}: expected a JSON object, got {type(row).__name__}")
+    if not rows:
+        raise DataSourceError(f"data file {str(path)!r} has no rows")
+    return rows
 
 
 def _as_text(value, row_id, field_name: str) -> tuple[str | None, str]:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rmexp import guards
 from rmexp.plots import save_figure
 
 # ==================================================================================================
@@ -687,6 +688,8 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True, title: str
                                                     p.clip_range_value)
                     loss = pg_loss + p.vf_coef * vf_loss
                     stats["value_loss"].append(vf_loss.item())
+                guards.check_finite("PPO loss", loss.item(), step - 1, p.steps, {
+                    f"downstream.ppo.{k}": p[k] for k in ("lr", "value_lr", "kl_coef", "vf_coef", "clip_range")})
                 opt_policy.zero_grad(set_to_none=True)
                 if opt_value is not None:
                     opt_value.zero_grad(set_to_none=True)

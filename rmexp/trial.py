@@ -30,7 +30,7 @@ from rmexp.world.data import decontamination, rb2_length_scores
 
 # Keys that say where and how a trial runs, not what it computes: left out of its identity. The `fail_stage`
 # test hook is among them: a trial asked to fail is the same trial as the one that succeeds.
-NON_IDENTITY_KEYS = ("tracking", "ray", "sweep", "threads", "cache_dir", "fail_stage")
+NON_IDENTITY_KEYS = ("tracking", "ray", "sweep", "threads", "cache_dir", "fail_stage", "verbose")
 
 
 class DecontaminationError(RuntimeError):

@@ -227,3 +227,13 @@ def test_tiny_ppo_is_deterministic_per_seed(world, rm, cache, policy_dir, tmp_pa
     assert {p.name for p in a1} == {"ppo_curve.png", "ppo_samples.jsonl"} and all(p.exists() for p in a1)
     rows = [json.loads(line) for line in (tmp_path / "a" / "ppo_samples.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and {"prompt", "domain", "response", "gold", "proxy"} <= set(rows[0])
+
+
+def test_nonfinite_ppo_loss_stops_at_once_naming_the_rates(world, rm, cache, policy_dir, tmp_path):
+    from rmexp.guards import NonFiniteError
+
+    cfg = _compose(TINY_PPO + [f"cache_dir={cache}", "downstream.ppo.lr=1e30", "downstream.ppo.value_lr=1e30"])
+    validate(cfg)
+    with pytest.raises(NonFiniteError, match=r"PPO loss is (nan|inf|-inf) at step 1 of \d+ \(downstream.ppo.lr=1e\+30, "
+                                             r"downstream.ppo.value_lr=1e\+30"):
+        _tiny_run(cfg, world, rm, cache, tmp_path / "out")

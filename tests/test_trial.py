@@ -186,9 +186,10 @@ def test_contaminated_benchmark_is_refused(world, zoo_cache, tmp_path):
 
 
 def test_offline_hub_dataset_gives_one_clear_error(zoo_cache, tmp_path):
-    from rmexp.data import DataSourceError
+    from rmexp.config import ConfigError
 
-    with pytest.raises(DataSourceError, match="could not load dataset 'no-such-org/no-such-data'.*local copy"):
+    # refused by validate(), before any work: the data is read when the config is checked
+    with pytest.raises(ConfigError, match="data.path: could not load dataset 'no-such-org/no-such-data'.*local copy"):
         _run(["preset=tiny", f"cache_dir={zoo_cache}", "data=files", "data.path=no-such-org/no-such-data"],
              tmp_path)
 

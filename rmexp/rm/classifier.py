@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from rmexp import guards
 from rmexp.progress import progress_bar
 from rmexp.rm.base import RMContext, RMKind, ValueInit, base_identity, register_rm_kind, rows_identity
 
@@ -260,6 +261,8 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
     eval_rows = [_orient_by_gold(r) for r in eval_rows]
     train_pairs, data_stats = encode_pairs(tok, train_rows, t.max_length, t.overlong)
     eval_pairs, _ = encode_pairs(tok, eval_rows, t.max_length, "truncate")
+    guards.check_coverage(guards.coverage(train_pairs, tok.unk_token_id), cfg.data.max_unk_share,
+                          cfg.data.max_identical_share, f"data.source={cfg.data.source} training pairs", cfg.model.name)
     if not train_pairs:
         raise ValueError(f"no training pairs left (data.size={cfg.data.size}, train.overlong={t.overlong}, "
                          f"train.max_length={t.max_length}, {data_stats})")
@@ -279,6 +282,7 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
             for group in opt.param_groups:
                 group["lr"] = t.lr * lr_factor(step, total, warmup, t.schedule)
             loss, rc, rr = train_step(model, opt, batch, tok.pad_token_id, t.margin, t.center_coef, t.grad_clip)
+            guards.check_finite("RM train/loss", loss.item(), step, total, guards.rm_settings(t))
             real_tokens += sum(len(c) + len(r) for c, r in batch)
             history["train/loss"].append((step, loss.item()))
             history["train/acc"].append((step, (rc > rr).float().mean().item()))
@@ -292,6 +296,7 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
     train_acc, rc_all, rr_all = pair_accuracy(model, train_pairs, tok.pad_token_id)
     eval_acc, _, _ = pair_accuracy(model, eval_pairs, tok.pad_token_id)
     offset = float(np.concatenate([rc_all, rr_all]).mean())  # mean training reward -> 0
+    guards.check_finite("RM mean reward after training", offset, step - 1, total, guards.rm_settings(t))
     tail = max(1, steps_per_epoch // 4)
     metrics = {
         "train/loss": float(np.mean([v for _, v in history["train/loss"][-tail:]])),
