@@ -125,6 +125,24 @@ PINNED_TINY_PPO = {
 }
 
 
+# The default trial (toy_llama_s RM, 8000 pairs, BoN over the s SFT policy), pinned the same way (main at 9e169c3,
+#   python -m rmexp cache_dir=/tmp/pin_before_def, read back from run_trial; a cold cache builds the s base and
+#   its SFT first: ~10 min on 2 busy cores).
+PINNED_DEFAULT = {
+    "eval/acc": 0.7487562189054726,
+    "rb2/overall": 0.5592394275523215,
+    "rb1/overall": 0.7824465730643853,
+    "bon/gain_16": 0.07798032407407401,
+}
+
+
+@pytest.mark.slow
+def test_default_trial_metrics_are_pinned(zoo_cache, tmp_path):
+    out = _run([f"cache_dir={zoo_cache}"], tmp_path)
+    for key, value in PINNED_DEFAULT.items():
+        assert out.metrics[key] == pytest.approx(value, abs=1e-9, rel=0), key
+
+
 @pytest.mark.slow
 def test_tiny_trial_with_ppo_metrics_are_pinned(zoo_cache, tmp_path):
     out = _run(["preset=tiny", f"cache_dir={zoo_cache}", "downstream.ppo.enabled=true"], tmp_path)
