@@ -176,6 +176,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    seed: int = 0                    # the trial's seed: data.seed, train.seed, downstream.ppo.seed follow it
     cache_dir: str = ".rmexp_cache"  # stage outputs and the zoo, keyed by content hash
     device: str = "cpu"              # cpu | cuda | auto
     threads: int = 1                 # torch CPU threads for a single run

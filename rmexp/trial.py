@@ -65,7 +65,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def trial_params(cfg: DictConfig, policy_family: str | None) -> dict[str, str]:
     params = {
-        "model": cfg.model.name, "model.family": cfg.model.family, "model.size": cfg.model.size,
+        "seed": cfg.seed, "model": cfg.model.name, "model.family": cfg.model.family, "model.size": cfg.model.size,
         "model.init": cfg.model.init, "data.source": cfg.data.source, "data.size": cfg.data.size,
         "data.label_noise": cfg.data.label_noise, "data.domain_weights": json.dumps(dict(cfg.data.domain_weights)),
         "train.epochs": cfg.train.epochs, "train.lr": cfg.train.lr, "train.batch_size": cfg.train.batch_size,
@@ -174,6 +174,7 @@ def bon_stage(cfg: DictConfig, world: World, rm: RewardModel, cache: Path, out_d
                      cfg.benchmark.score_batch_tokens).reshape(gold.shape)
     ns = tuple(2 ** k for k in range(9) if 2 ** k <= gold.shape[1])  # 1, 2, 4, ... up to N_max
     metrics = bon.bon_metrics(gold, proxy, [p.domain for p in prompts], ns)
+    metrics |= bon.bon_extra_metrics(gold, proxy, ns)  # SE of the gains, proxy gains
     rows = [{"prompt": p.text, "domain": p.domain, "samples": row, "gold": g.tolist(), "proxy": x.tolist()}
             for p, row, g, x in zip(prompts, samples, gold, proxy)]
     artifacts = [_write_jsonl(out_dir / "bon_samples.jsonl", rows),
