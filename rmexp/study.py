@@ -526,7 +526,7 @@ def format_results(results: Sequence[CheckResult], study: Study | None = None, t
         lines.append("")
     header = ["check", "paper says", "sweep measured", "n", "CI method", "verdict"]
     body = [[r.name, r.paper, r.measured(), str(r.n), r.ci_method or "-", r.verdict] for r in results]
-    caps = [30, 44, 46, 3, 22, 14]
+    caps = [36, 40, 46, 3, 22, 14]
     widths = [min(cap, max([len(h)] + [len(b[i]) for b in body])) for i, (h, cap) in enumerate(zip(header, caps))]
 
     def fmt(cells):
