@@ -122,3 +122,30 @@ def test_every_study_file_quotes_a_paper_number():
         data = yaml.safe_load(path.read_text())
         numbers = {k: v for k, v in data["paper_numbers"].items() if k != "source"}
         assert numbers, f"{path.name}: paper_numbers quotes no number"
+
+
+@pytest.mark.slow
+def test_overoptimization_sweep_composes_and_runs_on_the_tiny_preset(zoo_cache, tmp_path):
+    """Two corners of the over-optimisation grid (good and near-chance RM), real trials on the tiny preset."""
+    import pandas as pd
+
+    from rmexp.config import validate
+    from rmexp.trial import run_trial
+
+    from .conftest import compose_config
+
+    rows, histories = [], {}
+    for noise in (0.0, 0.45):
+        cfg = compose_config(["+sweep=overoptimization", "preset=tiny", f"cache_dir={zoo_cache}",
+                              f"data.label_noise={noise}", "downstream.ppo.kl_coef=0.02"])
+        validate(cfg)
+        assert cfg.sweep.axes["data.label_noise"] == [0.0, 0.3, 0.45] and cfg.downstream.bon.n_samples == 64
+        res = run_trial(cfg, tmp_path / f"n{noise}", progress=lambda msg: None)
+        for key in ("bon/gain_64", "bon/proxy_gain_64", "bon/gain_16_se", "rb2/overall_se", "ppo/kl",
+                    "ppo/gold_delta", "ppo/proxy_delta"):
+            assert math.isfinite(res.metrics[key]), key
+        assert res.metrics["bon/proxy_gain_64"] > res.metrics["bon/proxy_gain_2"] > 0  # the RM likes its picks
+        rows.append({"run_id": f"n{noise}", "param:data.label_noise": str(noise), **res.metrics})
+        histories[f"n{noise}"] = res.history
+    path = overopt.plot_overoptimization(pd.DataFrame(rows), tmp_path / "overopt.png", histories)
+    assert path.stat().st_size > 10_000
