@@ -7,6 +7,10 @@ computes n, Pearson r and Spearman rho with percentile-bootstrap confidence inte
 ``corr/pearson/<bench>__<downstream>`` / ``corr/spearman/...`` metrics, the table and headline scatter plots
 onto the parent run.
 
+Two levels (:mod:`rmexp.replicates`): trials that differ only in ``seed`` are replicates of one config, and the
+correlations run over config means. For the headline pairs it also prints replicate-aware intervals (two-stage
+bootstrap over configs then seeds, and Fisher z) and every headline metric's reliability (ICC(1)).
+
 CLI::
 
     python -m rmexp.analyze --experiment NAME [--tracking-uri URI] [--parent-run-id ID]

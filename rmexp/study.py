@@ -16,7 +16,9 @@ check with a bootstrap CI and gives each a verdict:
 Replicates: trials that share every param but ``seed`` are seed replicates of one config
 (:mod:`rmexp.replicates`). Values are computed on config means; intervals resample configs (or pairs), then
 seeds within them (two-stage bootstrap); correlations also get a Fisher-z interval and "agrees" needs both
-intervals to exclude 0. Each result names its interval method (``ci_method``).
+intervals to exclude 0. Each result names its interval method (``ci_method``). A percentile bootstrap over very
+few seeds is narrower than it should be (with k draws the resampled variance is (k - 1)/k of the sample's), one
+reason the verdict also asks for :data:`MIN_UNITS` units.
 
 Check kinds (every kind also takes ``name``, ``paper`` (what the paper says, free text), ``where`` (a mapping
 ``param: value`` or ``param: [values]`` that selects trials first) and ``min_n``):
