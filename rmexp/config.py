@@ -281,6 +281,26 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def torch_threads() -> int:
+    """Torch CPU threads of this process: part of the identity of every cached output and of a trial.
+
+    CPU float reductions split work by thread, so the same config and seed trained with 1 and with 2 threads
+    differ in the last bits (benchmarks/thread_identity.py, tiny preset, fresh caches, 2026-11-26: zoo weights up
+    to 6e-7 apart, 22 of 141 non-timing metrics different, e.g. rb1/overall 0.5462 vs 0.5426). Keying by the
+    thread count keeps "same key, same numbers" true."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def run_threads(cfg: DictConfig) -> int:
+    """The torch threads a trial runs with: ``threads`` for a single run; in a sweep the driver gives each trial
+    ``ray.cpus_per_trial`` threads (rounded, at least 1)."""
+    if OmegaConf.select(cfg, "sweep.name"):
+        return max(1, int(round(float(cfg.ray.cpus_per_trial))))
+    return int(cfg.threads)
+
+
 def load_model_config(name: str) -> DictConfig:
     """A conf/model/<name>.yaml entry merged into the schema (policies name zoo models this way)."""
     path = CONF_DIR / "model" / f"{name}.yaml"

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rmexp import bench, bon, zoo
 from rmexp import data as data_sources
-from rmexp.config import config_hash, load_model_config, to_plain
+from rmexp.config import config_hash, load_model_config, run_threads, to_plain, torch_threads
 from rmexp.rm import RM_VERSION, RewardModel, load_reward_model, train_reward_model
 from rmexp.world.core import WORLD_VERSION, World
 from rmexp.world.data import decontamination, rb2_length_scores
@@ -47,8 +47,10 @@ class TrialResult:
 
 
 def trial_key(cfg: DictConfig) -> str:
+    """Hash of what determines the metrics: the resolved config minus where it runs, plus the torch thread
+    count it runs with (results differ in the last bits across thread counts: rmexp.config.torch_threads)."""
     plain = to_plain(cfg)
-    return config_hash({k: v for k, v in plain.items() if k not in NON_IDENTITY_KEYS})
+    return config_hash({k: v for k, v in plain.items() if k not in NON_IDENTITY_KEYS}, {"threads": run_threads(cfg)})
 
 
 def _maybe_fail(cfg: DictConfig, stage: str) -> None:
@@ -65,7 +67,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def trial_params(cfg: DictConfig, policy_family: str | None) -> dict[str, str]:
     params = {
-        "seed": cfg.seed, "model": cfg.model.name, "model.family": cfg.model.family, "model.size": cfg.model.size,
+        "seed": cfg.seed, "torch_threads": torch_threads(), "model": cfg.model.name, "model.family": cfg.model.family, "model.size": cfg.model.size,
         "model.init": cfg.model.init, "data.source": cfg.data.source, "data.size": cfg.data.size,
         "data.label_noise": cfg.data.label_noise, "data.domain_weights": json.dumps(dict(cfg.data.domain_weights)),
         "train.epochs": cfg.train.epochs, "train.lr": cfg.train.lr, "train.batch_size": cfg.train.batch_size,
@@ -97,7 +99,7 @@ def reward_model_stage(cfg: DictConfig, world: World, base: Path, prefs: list[di
     # (e.g. a sweep over downstream settings) train it once.
     rows_hash = config_hash([[r["prompt"], r["chosen"], r["rejected"]] for r in prefs])
     key = config_hash(_model_identity(cfg, base), rows_hash, cfg.data.eval_fraction, cfg.data.seed, cfg.train,
-                      cfg.device, RM_VERSION)
+                      cfg.device, RM_VERSION, torch_threads())
     path = cache / "rm" / f"{cfg.model.name}-{key}"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
@@ -149,7 +151,8 @@ def policy_samples(cfg: DictConfig, world: World, cache: Path, progress: bool):
     pol = cfg.downstream.policy
     path, pcfg = zoo.policy_path(pol.model, world, cache, progress)
     prompts = eval_prompts(world, cfg.downstream.bon.prompts_per_domain)
-    key = config_hash(path.name, world.seed, WORLD_VERSION, pol, cfg.downstream.bon, [p.key for p in prompts])
+    key = config_hash(path.name, world.seed, WORLD_VERSION, pol, cfg.downstream.bon, [p.key for p in prompts],
+                      torch_threads())
     file = cache / "samples" / f"{pol.model}-{key}.json"
     file.parent.mkdir(parents=True, exist_ok=True)
     # Trials running in parallel need the same samples: one draws them, the others wait and read them.
