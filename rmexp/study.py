@@ -374,7 +374,8 @@ def _two_level(res: CheckResult, frame: pd.DataFrame, x: str, y: str, method: st
     res.n = row["n"]
     res.value, res.ci_lo, res.ci_hi = row["r"], row["boot_lo"], row["boot_hi"]
     reps = row["min_replicates"]
-    res.ci_method = ("two-stage bootstrap (configs, seeds)" if reps >= 2 else "bootstrap over configs") + " + Fisher z"
+    res.ci_method = ("two-stage bootstrap (configs, seeds)" if reps >= 2 else "bootstrap over configs") + (
+        " + Fisher z" if res.n >= 4 else "")
     intervals = [(row["boot_lo"], row["boot_hi"])]
     if res.n >= 4:
         intervals.append((row["fisher_lo"], row["fisher_hi"]))
