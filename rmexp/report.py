@@ -160,7 +160,7 @@ def build_report(study_paths: Sequence[Path], tracking_uri: str, out: Path, n_bo
         try:
             trials = load_trials(study.sweep, tracking_uri)
         except AnalyzeError as e:
-            missing.append(f"- `{study.sweep}`: not run ({e}); run `{study.command}`")
+            missing.append(f"- `{study.sweep}`: not run ({_display_uri(str(e))}); run `{study.command}`")
             continue
         if trials.empty:
             missing.append(f"- `{study.sweep}`: no finished trials; run `{study.command}`")
@@ -190,7 +190,8 @@ def _display_uri(uri: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rmexp.report", description=__doc__.splitlines()[0])
-    ap.add_argument("--studies", nargs="*", default=None, help="study names or files (default: sweeps/*.yaml but smoke)")
+    ap.add_argument("--studies", nargs="*", default=None,
+                    help="study names or files (default: every sweeps/*.yaml but smoke)")
     ap.add_argument("--out", default=str(REPO / "docs" / "results.md"))
     ap.add_argument("--tracking-uri", default=None, help="default: sqlite:///<abs cwd>/mlflow.db")
     ap.add_argument("--run", action="store_true", help="run each study's sweep first (cached trials are reused)")

@@ -50,7 +50,8 @@ def trial_key(cfg: DictConfig) -> str:
     """Hash of what determines the metrics: the resolved config minus where it runs, plus the torch thread
     count it runs with (results differ in the last bits across thread counts: rmexp.config.torch_threads)."""
     plain = to_plain(cfg)
-    return config_hash({k: v for k, v in plain.items() if k not in NON_IDENTITY_KEYS}, {"threads": run_threads(cfg)})
+    identity = {k: v for k, v in plain.items() if k not in NON_IDENTITY_KEYS}
+    return config_hash(identity, {"threads": run_threads(cfg)})
 
 
 def _maybe_fail(cfg: DictConfig, stage: str) -> None:
@@ -67,7 +68,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def trial_params(cfg: DictConfig, policy_family: str | None) -> dict[str, str]:
     params = {
-        "seed": cfg.seed, "torch_threads": torch_threads(), "model": cfg.model.name, "model.family": cfg.model.family, "model.size": cfg.model.size,
+        "seed": cfg.seed, "torch_threads": torch_threads(),
+        "model": cfg.model.name, "model.family": cfg.model.family, "model.size": cfg.model.size,
         "model.init": cfg.model.init, "data.source": cfg.data.source, "data.size": cfg.data.size,
         "data.label_noise": cfg.data.label_noise, "data.domain_weights": json.dumps(dict(cfg.data.domain_weights)),
         "train.epochs": cfg.train.epochs, "train.lr": cfg.train.lr, "train.batch_size": cfg.train.batch_size,

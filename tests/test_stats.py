@@ -70,12 +70,14 @@ def test_icc1_recovers_the_variance_share_by_simulation():
 
 def test_icc1_without_replicates_is_nan():
     out = S.icc1([[1.0], [2.0], [4.0]])
-    assert math.isnan(out["icc1"]) and math.isnan(out["seed_sd"]) and out["config_sd"] == pytest.approx(1.527525, abs=1e-6)
+    assert math.isnan(out["icc1"]) and math.isnan(out["seed_sd"])
+    assert out["config_sd"] == pytest.approx(1.527525, abs=1e-6)  # sd([1, 2, 4], ddof=1)
 
 
 def test_two_stage_means_keeps_pairs_and_reduces_to_the_plain_bootstrap():
     rng = np.random.default_rng(0)
-    groups = [np.array([[1.0, 2.0], [3.0, 6.0]]), np.array([[5.0, 10.0]]), np.array([[0.0, 0.0], [2.0, 4.0], [4.0, 8.0]])]
+    groups = [np.array([[1.0, 2.0], [3.0, 6.0]]), np.array([[5.0, 10.0]]),
+              np.array([[0.0, 0.0], [2.0, 4.0], [4.0, 8.0]])]
     m = S.two_stage_means(groups, 500, rng)
     assert m.shape == (500, 3, 2)
     assert np.allclose(m[..., 1], 2 * m[..., 0])  # y = 2 x in every trial: the resampled means keep the pairs
