@@ -472,9 +472,11 @@ def analyze_experiment(
     if two_level:
         print("\nheadline pairs, replicate-aware intervals:\n" + format_correlations(two_level), file=out_file)
     rel = reliability_table(table)
-    if len(rel):
+    if len(rel) and np.isfinite(rel["icc1"].to_numpy(dtype=float)).any():
         print("\nreliability (ICC(1): share of variance between configs, not seeds):\n" + format_reliability(rel),
               file=out_file)
+    elif len(rel):
+        print("\nreliability: no seed replicates in this sweep (trials that differ only in `seed`)", file=out_file)
 
     tmp = None
     if out_dir is None:

@@ -149,3 +149,16 @@ def test_overoptimization_sweep_composes_and_runs_on_the_tiny_preset(zoo_cache, 
         histories[f"n{noise}"] = res.history
     path = overopt.plot_overoptimization(pd.DataFrame(rows), tmp_path / "overopt.png", histories)
     assert path.stat().st_size > 10_000
+
+
+def test_analyze_experiment_correlates_config_means_and_reports_reliability(tmp_path, capsys):
+    from rmexp.analyze import analyze_experiment
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    trials = base_models_replicated()
+    make_sweep(uri, "base_models", trials, tmp_path / "artifacts")
+    df = analyze_experiment("base_models", uri, n_boot=200, log_to_parent=False)
+    out = capsys.readouterr().out
+    assert "16 finished trials, 8 configs" in out and "reliability (ICC(1)" in out and "Fisher z" in out
+    row = df[(df["bench"] == "rb2/overall") & (df["downstream"] == "bon/gain_16")].iloc[0]
+    assert row["n"] == 8  # config means, not the 16 trials
