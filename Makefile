@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-all smoke clean
+.PHONY: run test test-all smoke report clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,6 +21,9 @@ test-all: $(VENV)/.installed     ## every test, the slow end-to-end ones too
 
 smoke: $(VENV)/.installed
 	$(PY) -m rmexp +sweep=smoke
+
+report: $(VENV)/.installed       ## docs/results.md from MLflow (every study); REPORT_ARGS=--run runs the sweeps first
+	$(PY) -m rmexp.report $(REPORT_ARGS)
 
 clean:
 	rm -rf runs outputs .rmexp_cache mlflow.db mlartifacts

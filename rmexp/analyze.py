@@ -7,6 +7,10 @@ computes n, Pearson r and Spearman rho with percentile-bootstrap confidence inte
 ``corr/pearson/<bench>__<downstream>`` / ``corr/spearman/...`` metrics, the table and headline scatter plots
 onto the parent run.
 
+Two levels (:mod:`rmexp.replicates`): trials that differ only in ``seed`` are replicates of one config, and the
+correlations run over config means. For the headline pairs it also prints replicate-aware intervals (two-stage
+bootstrap over configs then seeds, and Fisher z) and every headline metric's reliability (ICC(1)).
+
 CLI::
 
     python -m rmexp.analyze --experiment NAME [--tracking-uri URI] [--parent-run-id ID]
@@ -16,6 +20,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import re
 import math
 import os
 import sys
@@ -29,6 +34,8 @@ import pandas as pd
 import scipy.stats
 
 from rmexp.downstream import DOWNSTREAM, headline_metrics, is_outcome, is_rm_outcome, method_of
+from rmexp.replicates import (config_means, correlate_two_level, format_correlations, format_reliability,
+                              reliability_table)
 from rmexp.tracking import TRIAL_KEY_TAG, default_tracking_uri, search_all_runs, sqlite_path
 
 BENCHMARK_PREFIXES = ("rb2/", "rb1/")
@@ -79,9 +86,14 @@ def corr_key(method: str, bench: str, downstream: str) -> str:
     return f"corr/{method}/{slug(bench)}__{slug(downstream)}"
 
 
+#: Standard errors logged next to a metric (``rb2/overall_se``, ``bon/gain_16_se``) describe it; they are not
+#: scores to correlate.
+STANDARD_ERROR = re.compile(r"_se$")
+
+
 def is_benchmark_metric(name: str) -> bool:
     name = str(name)
-    return name.startswith(BENCHMARK_PREFIXES) or name in BENCHMARK_EXACT
+    return (name.startswith(BENCHMARK_PREFIXES) or name in BENCHMARK_EXACT) and not STANDARD_ERROR.search(name)
 
 
 def is_downstream_metric(name: str) -> bool:
@@ -452,10 +464,21 @@ def analyze_experiment(
     parent = table.attrs["parent_run_id"]
     if table.empty:
         raise AnalyzeError(f"experiment {experiment_name!r}: parent run {parent} has no FINISHED child runs")
-    df = correlate(table, n_boot=n_boot, seed=seed)
+    means = config_means(table)  # replicates (same config, other seed) averaged: one point per config
+    df = correlate(means, n_boot=n_boot, seed=seed)
     text = format_table(df, top=top)
-    print(f"{experiment_name} / parent {parent}: {len(table)} finished trials", file=file or sys.stdout)
-    print(text, file=file or sys.stdout)
+    out_file = file or sys.stdout
+    print(f"{experiment_name} / parent {parent}: {len(table)} finished trials, {len(means)} configs", file=out_file)
+    print(text, file=out_file)
+    two_level = [correlate_two_level(table, b, d, "pearson", n_boot, seed) for b, d in headline_pairs(df)]
+    if two_level:
+        print("\nheadline pairs, replicate-aware intervals:\n" + format_correlations(two_level), file=out_file)
+    rel = reliability_table(table)
+    if len(rel) and np.isfinite(rel["icc1"].to_numpy(dtype=float)).any():
+        print("\nreliability (ICC(1): share of variance between configs, not seeds):\n" + format_reliability(rel),
+              file=out_file)
+    elif len(rel):
+        print("\nreliability: no seed replicates in this sweep (trials that differ only in `seed`)", file=out_file)
 
     tmp = None
     if out_dir is None:
@@ -475,7 +498,7 @@ def analyze_experiment(
         for b, d in headline_pairs(df):
             row = df[(df["bench"] == b) & (df["downstream"] == d)].iloc[0]
             p = os.path.join(plots, f"{slug(b)}__{slug(d)}.png")
-            plot_paths.append(scatter_plot(table, b, d, row, p, label_column=label))
+            plot_paths.append(scatter_plot(means, b, d, row, p, label_column=label))
 
         if log_to_parent:
             from mlflow.entities import Metric

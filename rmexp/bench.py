@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from rmexp import stats
+
 # ---------------------------------------------------------------------------------------------
 # Constants (values from allenai/reward-bench rewardbench/constants.py and the analysis scripts)
 # ---------------------------------------------------------------------------------------------
@@ -134,12 +136,15 @@ class BenchResult:
     ``subset_scores``: per-subset scores (RB1 subset accuracies; for RB2 the same subset scores
     as in ``scores``). ``per_example``: one ``{"id", "subset", "result"}`` per input row, in input
     order. ``details``: extra diagnostics, e.g. the RB2 Ties components under ``"Ties/<name>"``.
+    ``standard_errors``: RB2 only, the sampling SE of each subset score and of ``overall`` (see
+    :func:`rb2_standard_errors`).
     """
 
     scores: dict[str, float]
     per_example: list[dict[str, Any]]
     subset_scores: dict[str, float] = field(default_factory=dict)
     details: dict[str, float] = field(default_factory=dict)
+    standard_errors: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +324,31 @@ def score_rb2(rows: Iterable[Mapping[str, Any]]) -> BenchResult:
 
     scores = dict(subset_scores)
     scores["overall"] = float(np.mean(list(subset_scores.values())))
-    return BenchResult(scores=scores, per_example=per_example, subset_scores=subset_scores, details=details)
+    return BenchResult(scores=scores, per_example=per_example, subset_scores=subset_scores, details=details,
+                       standard_errors=rb2_standard_errors(by_subset, ties))
+
+
+def rb2_standard_errors(by_subset: Mapping[str, list[float]],
+                        ties: Mapping[tuple[str, int], tuple[list[float], list[float]]]) -> dict[str, float]:
+    """Sampling SE of each RB2 subset score and of overall, from the rows scored.
+
+    A best-of-4 subset is a mean of 0/1 results: binomial SE. Ties is not a mean; its SE is the sd of the Ties
+    score over 200 seeded resamples of its prompt numbers (each keeps its ref and tied rows together). overall
+    is the unweighted mean of subsets scored on disjoint rows: sqrt(sum se^2) / k.
+    """
+    ses = {s: stats.binomial_se(r) for s, r in by_subset.items()}
+    if ties:
+        numbers = sorted({n for _, n in ties})
+
+        def ties_score(sample: list[int]) -> float:
+            relabelled = {(kind, j): ties[(kind, n)] for j, n in enumerate(sample)
+                          for kind in ("ref", "tied") if (kind, n) in ties}
+            return _score_ties(relabelled)[0]
+
+        ses["Ties"] = stats.bootstrap_se(numbers, ties_score, n_boot=200, seed=0)
+    ses = {s: ses[s] for s in RB2_SUBSETS if s in ses}
+    ses["overall"] = stats.mean_of_means_se(list(ses.values()))
+    return ses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,8 +414,10 @@ def score_rb1(rows: Iterable[Mapping[str, Any]]) -> BenchResult:
 
 
 def metric_dict(result: BenchResult, prefix: str) -> dict[str, float]:
-    """``{f"{prefix}/{name}": value}`` for ``result.scores``, e.g. ``rb2/Factuality``."""
-    return {f"{prefix}/{name}": float(value) for name, value in result.scores.items()}
+    """``{f"{prefix}/{name}": value}`` for ``result.scores``, e.g. ``rb2/Factuality``, and
+    ``{prefix}/{name}_se`` for its standard errors (``rb2/overall_se``)."""
+    out = {f"{prefix}/{name}": float(value) for name, value in result.scores.items()}
+    return out | {f"{prefix}/{name}_se": float(v) for name, v in result.standard_errors.items()}
 
 
 def load_jsonl(path: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rmexp import stats
 from rmexp.plots import save_figure
 
 DEFAULT_NS: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -161,6 +162,21 @@ def bon_metrics(
             out[f"{prefix}gold_{n}"] = g
             out[f"{prefix}oracle_{n}"] = float(oracle[n][sel].mean())
             out[f"{prefix}gain_{n}"] = g - gold_1
+    return out
+
+
+def bon_extra_metrics(gold: np.ndarray, proxy: np.ndarray, ns: Sequence[int] = DEFAULT_NS) -> dict[str, float]:
+    """Over all prompts: `bon/gain_{N}_se`, the SE over prompts of the per-prompt gain gold_N - gold_1
+    (rmexp.stats.mean_se: the prompts are the sampling unit); and `bon/proxy_gain_{N}`, the expected proxy
+    score of the pick minus the mean proxy score of the samples (the RM's view of the same curve, normalised so
+    the policy itself scores 0, for over-optimisation plots)."""
+    gold, proxy = _as_2d(gold, proxy)
+    ns = [_check_n(n, gold.shape[1]) for n in ns]
+    gold_1, proxy_1 = best_of_n_per_prompt(gold, proxy, 1), proxy.mean(axis=1)
+    out: dict[str, float] = {}
+    for n in ns:
+        out[f"bon/gain_{n}_se"] = stats.mean_se(best_of_n_per_prompt(gold, proxy, n) - gold_1)
+        out[f"bon/proxy_gain_{n}"] = float((best_of_n_per_prompt(proxy, proxy, n) - proxy_1).mean())
     return out
 
 

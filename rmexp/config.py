@@ -210,6 +210,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    seed: int = 0                    # the trial's seed: data.seed, train.seed, downstream.ppo.seed follow it
     cache_dir: str = ".rmexp_cache"  # stage outputs and the zoo, keyed by content hash
     device: str = "cpu"              # cpu | cuda | auto
     threads: int = 1                 # torch CPU threads for a single run
@@ -405,6 +406,26 @@ def config_hash(*parts: Any) -> str:
     blob = json.dumps([to_plain(p) if isinstance(p, (DictConfig, dict)) else p for p in parts],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def torch_threads() -> int:
+    """Torch CPU threads of this process: part of the identity of every cached output and of a trial.
+
+    CPU float reductions split work by thread, so the same config and seed trained with 1 and with 2 threads
+    differ in the last bits (benchmarks/thread_identity.py, tiny preset, fresh caches, 2026-11-26: zoo weights up
+    to 6e-7 apart, 22 of 141 non-timing metrics different, e.g. rb1/overall 0.5462 vs 0.5426). Keying by the
+    thread count keeps "same key, same numbers" true."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def run_threads(cfg: DictConfig) -> int:
+    """The torch threads a trial runs with: ``threads`` for a single run; in a sweep the driver gives each trial
+    ``ray.cpus_per_trial`` threads (rounded, at least 1)."""
+    if OmegaConf.select(cfg, "sweep.name"):
+        return max(1, int(round(float(cfg.ray.cpus_per_trial))))
+    return int(cfg.threads)
 
 
 def load_model_config(name: str) -> DictConfig:

@@ -5,24 +5,36 @@ experiment), the paper and its finding, the numbers the paper reports, and a lis
 ``checks``. This module loads the sweep's finished trials (:func:`rmexp.analyze.load_trials`), evaluates every
 check with a bootstrap CI and gives each a verdict:
 
-* ``agrees``       the measured effect has the expected sign and its 95% CI excludes 0;
-* ``disagrees``    the CI excludes 0 on the other side (a finding, not an error: exit code stays 0);
-* ``inconclusive`` the CI spans 0, or there are too few trials / pairs (``min_n``) to say;
+* ``agrees``       the measured effect has the expected sign and its 95% interval(s) exclude 0, with at least
+                   3 independent units behind them (:data:`MIN_UNITS`: matched pairs or configs, or, with fewer
+                   pairs, seed replicates inside every pair: a replicate-level interval);
+* ``disagrees``    the same on the other side (a finding, not an error: exit code stays 0);
+* ``inconclusive`` the interval spans 0;
+* ``inconclusive (n too small)``  fewer units than :data:`MIN_UNITS` or than the check's ``min_n``: no verdict;
 * ``missing``      a metric or param the check needs is not in the trials table.
+
+Replicates: trials that share every param but ``seed`` are seed replicates of one config
+(:mod:`rmexp.replicates`). Values are computed on config means; intervals resample configs (or pairs), then
+seeds within them (two-stage bootstrap); correlations also get a Fisher-z interval and "agrees" needs both
+intervals to exclude 0. Each result names its interval method (``ci_method``). A percentile bootstrap over very
+few seeds is narrower than it should be (with k draws the resampled variance is (k - 1)/k of the sample's), one
+reason the verdict also asks for :data:`MIN_UNITS` units.
 
 Check kinds (every kind also takes ``name``, ``paper`` (what the paper says, free text), ``where`` (a mapping
 ``param: value`` or ``param: [values]`` that selects trials first) and ``min_n``):
 
 ``correlation``  ``bench``, ``downstream``, ``method`` (pearson | spearman), ``expect`` (positive | negative).
-                 Value: r across trials; CI: percentile bootstrap over trials (:func:`rmexp.analyze.correlate`).
+                 Value: r across config means; CIs: two-stage bootstrap and Fisher z
+                 (:func:`rmexp.replicates.correlate_two_level`).
 ``group_diff``   ``metric``, ``param``, ``a``, ``b``, ``expect`` (a_greater | b_greater), optional ``match``.
                  Value: mean(metric | param == a) - mean(metric | param == b). Paired when trials can be
-                 matched on the ``match`` params (default: every other param that varies in the sweep): one
-                 difference per matched cell (cells averaged first), CI by resampling the cells. Otherwise
-                 unpaired: difference of group means, CI by resampling within each group.
+                 matched on the ``match`` params (default: every other param but ``seed`` that varies in the
+                 sweep): one difference per matched cell (each arm's trials averaged first), CI by resampling the
+                 cells, then each arm's trials within a cell. Otherwise unpaired: difference of group means, CI
+                 by resampling within each group.
 ``rank``         ``metric``, ``param``, ``order`` (the param's values, lowest first), ``expect``
                  (increasing | decreasing). Value: Spearman rho of the metric with the position of each
-                 trial's value in ``order`` (trials with other values are left out); CI: bootstrap over trials.
+                 config's value in ``order`` (others are left out), over config means; CIs as for correlation.
 ``metric_diff``  ``a``, ``b`` (two metric names), ``expect`` (a_greater | b_greater). Value: mean over trials of
                  a - b, paired within each trial (two downstream methods run on the same RM, data and policy);
                  CI: bootstrap over trials.
@@ -53,7 +65,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-VERDICTS = ("agrees", "disagrees", "inconclusive", "missing")
+N_TOO_SMALL = "inconclusive (n too small)"
+VERDICTS = ("agrees", "disagrees", "inconclusive", N_TOO_SMALL, "missing")
+#: Fewest independent units (matched pairs, configs, or seed replicates across the pairs) behind a verdict.
+MIN_UNITS = 3
 
 #: kind -> (required fields, optional fields, allowed ``expect`` values)
 COMMON_OPTIONAL = {"name", "paper", "where", "min_n", "note"}
@@ -64,7 +79,7 @@ KINDS: dict[str, tuple[set[str], set[str], tuple[str, ...]]] = {
     "metric_diff": ({"a", "b", "expect"}, set(), ("a_greater", "b_greater")),
 }
 METHODS = ("pearson", "spearman")
-DEFAULT_MIN_N = {"correlation": 5, "group_diff": 2, "rank": 3, "metric_diff": 2}  # percentile CIs of r are unreliable below 5
+DEFAULT_MIN_N = {"correlation": 5, "group_diff": 1, "rank": 3, "metric_diff": 3}  # percentile CIs of r are unreliable below 5
 TOP_REQUIRED = ("sweep", "command", "paper", "finding", "paper_numbers", "checks")
 TOP_OPTIONAL = ("notes", "description")
 
@@ -97,6 +112,7 @@ class CheckResult:
     n: int = 0
     verdict: str = "missing"
     detail: str = ""
+    ci_method: str = ""
     check: dict[str, Any] = field(default_factory=dict)
 
     def measured(self) -> str:
@@ -316,14 +332,25 @@ def _apply_where(table: pd.DataFrame, where: Mapping[str, Any] | None) -> tuple[
     return table[mask], []
 
 
-def _verdict(value: float, lo: float, hi: float, n: int, min_n: int, sign: int) -> tuple[str, str]:
+def _verdict(value: float, intervals: Sequence[tuple[float, float]], n: int, min_n: int, sign: int,
+             units: int | None = None) -> tuple[str, str]:
+    """Verdict from the point value and its interval(s): every interval must exclude 0 on one side.
+
+    ``n`` is the number of pairs / configs; ``units`` the independent units behind the interval (default ``n``;
+    more with replicate-level intervals). Fewer than ``min_n`` or :data:`MIN_UNITS` of them: no verdict."""
+    units = n if units is None else units
     if n < min_n:
-        return "inconclusive", f"n={n} < min_n={min_n}"
-    if any(math.isnan(v) for v in (value, lo, hi)):
+        return N_TOO_SMALL, f"n={n} < min_n={min_n}"
+    if units < MIN_UNITS:
+        return N_TOO_SMALL, f"{units} unit(s) < {MIN_UNITS}: needs >= {MIN_UNITS} pairs/configs or seed replicates"
+    if math.isnan(value) or not intervals or any(math.isnan(v) for iv in intervals for v in iv):
         return "inconclusive", "no CI (constant values or too few usable resamples)"
-    if lo <= 0.0 <= hi:
+    if any(lo <= 0.0 <= hi for lo, hi in intervals):
         return "inconclusive", "CI spans 0"
-    return ("agrees", "") if (lo > 0) == (sign > 0) else ("disagrees", "")
+    sides = {lo > 0 for lo, _ in intervals}
+    if len(sides) > 1:
+        return "inconclusive", "intervals disagree in sign"
+    return ("agrees", "") if sides.pop() == (sign > 0) else ("disagrees", "")
 
 
 def _percentile(samples: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
@@ -352,30 +379,42 @@ def _paper_text(c: Mapping[str, Any]) -> str:
     return f"{c['metric']} {e} along {c['param']} {list(c['order'])}"
 
 
-def _eval_correlation(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
-    from rmexp.analyze import correlate
+def _two_level(res: CheckResult, frame: pd.DataFrame, x: str, y: str, method: str, n_boot: int, seed: int,
+               min_n: int, sign: int) -> CheckResult:
+    """Fill ``res`` from :func:`rmexp.replicates.correlate_two_level` (config means; bootstrap + Fisher z)."""
+    from rmexp.replicates import correlate_two_level
 
+    row = correlate_two_level(frame, x, y, method, n_boot=n_boot, seed=seed)
+    res.n = row["n"]
+    res.value, res.ci_lo, res.ci_hi = row["r"], row["boot_lo"], row["boot_hi"]
+    reps = row["min_replicates"]
+    res.ci_method = ("two-stage bootstrap (configs, seeds)" if reps >= 2 else "bootstrap over configs") + (
+        " + Fisher z" if res.n >= 4 else "")
+    intervals = [(row["boot_lo"], row["boot_hi"])]
+    if res.n >= 4:
+        intervals.append((row["fisher_lo"], row["fisher_hi"]))
+    res.verdict, why = _verdict(res.value, intervals, res.n, min_n, sign)
+    fisher = f"Fisher z [{_f(row['fisher_lo'])}, {_f(row['fisher_hi'])}]" if res.n >= 4 else ""
+    res.detail = "; ".join(x for x in (f"{row['n_trials']} trials", fisher, why) if x)
+    return res
+
+
+def _eval_correlation(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
     res = _result(c, _paper_text(c))
     absent = [m for m in (c["bench"], c["downstream"]) if m not in t.columns]
     if absent:
         res.detail = f"not in trials: {', '.join(absent)}"
         return res
-    df = correlate(t[[c["bench"], c["downstream"]]], [c["bench"]], [c["downstream"]], n_boot=n_boot, seed=seed)
-    row = df.iloc[0]
-    m = c.get("method", "pearson")
-    res.n = int(row["n"])
-    if res.n == 0:
+    ok = np.isfinite(_numeric(t, c["bench"])) & np.isfinite(_numeric(t, c["downstream"]))
+    if not ok.any():
         res.detail = "no trial has both metrics"
         return res
-    res.value, res.ci_lo, res.ci_hi = float(row[m]), float(row[f"{m}_lo"]), float(row[f"{m}_hi"])
     sign = 1 if c["expect"] == "positive" else -1
-    res.verdict, res.detail = _verdict(res.value, res.ci_lo, res.ci_hi, res.n, c.get("min_n", DEFAULT_MIN_N["correlation"]), sign)
-    return res
+    return _two_level(res, t, c["bench"], c["downstream"], c.get("method", "pearson"), n_boot, seed,
+                      c.get("min_n", DEFAULT_MIN_N["correlation"]), sign)
 
 
 def _eval_rank(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
-    from rmexp.analyze import correlate
-
     res = _result(c, _paper_text(c))
     pcol = param_column(c["param"])
     absent = [x for x, ok in ((c["metric"], c["metric"] in t.columns), (pcol, pcol in t.columns)) if not ok]
@@ -386,24 +425,26 @@ def _eval_rank(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
     for i, v in enumerate(c["order"]):
         pos[_is(t[pcol], v)] = i
     y = _numeric(t, c["metric"])
-    frame = pd.DataFrame({"__position": pos, c["metric"]: y})
-    df = correlate(frame, ["__position"], [c["metric"]], n_boot=n_boot, seed=seed)
-    row = df.iloc[0]
-    res.n = int(row["n"])
-    if res.n == 0:
+    keep = np.isfinite(pos) & np.isfinite(y)
+    if not keep.any():
         res.detail = f"no trial with {c['param']} in {list(c['order'])} and a {c['metric']} value"
         return res
-    res.value, res.ci_lo, res.ci_hi = float(row["spearman"]), float(row["spearman_lo"]), float(row["spearman_hi"])
-    levels = len(set(pos[np.isfinite(pos) & np.isfinite(y)].tolist()))
+    frame = t[[col for col in t.columns if str(col).startswith("param:")]].assign(__position=pos, __metric=y)
     sign = 1 if c["expect"] == "increasing" else -1
-    res.verdict, why = _verdict(res.value, res.ci_lo, res.ci_hi, res.n, c.get("min_n", DEFAULT_MIN_N["rank"]), sign)
-    if levels < 2 and res.verdict != "missing":
-        res.verdict, why = "inconclusive", f"only {levels} of the {len(c['order'])} levels present"
-    res.detail = "; ".join(x for x in (f"{levels} levels", why) if x)
+    _two_level(res, frame[keep], "__position", "__metric", "spearman", n_boot, seed,
+               c.get("min_n", DEFAULT_MIN_N["rank"]), sign)
+    levels = len(set(pos[keep].tolist()))
+    if levels < 2:
+        res.verdict = "inconclusive"
+        res.detail = f"only {levels} of the {len(c['order'])} levels present"
+    res.detail = "; ".join(x for x in (f"{levels} levels", res.detail) if x)
     return res
 
 
 def _eval_group_diff(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
+    from rmexp.replicates import SEED_PARAM
+    from rmexp.stats import two_stage_means
+
     res = _result(c, _paper_text(c))
     pcol = param_column(c["param"])
     absent = [x for x, ok in ((c["metric"], c["metric"] in t.columns), (pcol, pcol in t.columns)) if not ok]
@@ -418,44 +459,48 @@ def _eval_group_diff(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
     na, nb = int(in_a.sum()), int(in_b.sum())
     min_n = c.get("min_n", DEFAULT_MIN_N["group_diff"])
     if na == 0 or nb == 0:
-        res.verdict = "inconclusive"
+        res.verdict = N_TOO_SMALL
         res.n = min(na, nb)
         res.detail = f"{c['param']}={c['a']}: {na} trials, {c['param']}={c['b']}: {nb} trials"
         return res
 
-    if match is None:  # every other param that varies among the compared trials
+    if match is None:  # every other param that varies among the compared trials, except the replicate seed
         sub = t[in_a | in_b]
         match = [col[len("param:"):] for col in t.columns
-                 if col.startswith("param:") and col != pcol and sub[col].astype(str).nunique(dropna=False) > 1]
+                 if col.startswith("param:") and col not in (pcol, SEED_PARAM)
+                 and sub[col].astype(str).nunique(dropna=False) > 1]
     rng = np.random.default_rng(seed)
-    diffs = None
+    cells: list[tuple[np.ndarray, np.ndarray]] = []
     if match:
         keys = t[[param_column(m) for m in match]].astype(str).agg("\x1f".join, axis=1).to_numpy()
-        cells = []
         for k in dict.fromkeys(keys[in_a | in_b]):
             sel = keys == k
             if (sel & in_a).any() and (sel & in_b).any():
-                cells.append(float(y[sel & in_a].mean() - y[sel & in_b].mean()))
-        if cells:
-            diffs = np.array(cells)
-    if diffs is not None:
-        res.n = int(diffs.size)
-        res.value = float(diffs.mean())
+                cells.append((y[sel & in_a], y[sel & in_b]))
+    if cells:
+        res.n = len(cells)
+        res.value = float(np.mean([a.mean() - b.mean() for a, b in cells]))
+        reps = min(min(a.size, b.size) for a, b in cells)
+        units = max(res.n, sum(min(a.size, b.size) for a, b in cells)) if reps >= 2 else res.n
         if n_boot and n_boot > 0:
-            idx = rng.integers(0, diffs.size, size=(n_boot, diffs.size))
-            res.ci_lo, res.ci_hi = _percentile(diffs[idx].mean(axis=1))
-        how = f"paired on {', '.join(match)}: {res.n} pairs"
+            choice = rng.integers(0, res.n, size=(n_boot, res.n))
+            ma = two_stage_means([a[:, None] for a, _ in cells], n_boot, rng, choice)[..., 0]
+            mb = two_stage_means([b[:, None] for _, b in cells], n_boot, rng, choice)[..., 0]
+            res.ci_lo, res.ci_hi = _percentile((ma - mb).mean(axis=1))
+        res.ci_method = "two-stage bootstrap (pairs, seeds)" if reps >= 2 else "bootstrap over pairs"
+        how = f"paired on {', '.join(match)}: {res.n} pairs" + (f", >= {reps} trials per arm" if reps >= 2 else "")
     else:
         ya, yb = y[in_a], y[in_b]
-        res.n = min(na, nb)
+        res.n = units = min(na, nb)
         res.value = float(ya.mean() - yb.mean())
         if n_boot and n_boot > 0:
             ba = ya[rng.integers(0, na, size=(n_boot, na))].mean(axis=1)
             bb = yb[rng.integers(0, nb, size=(n_boot, nb))].mean(axis=1)
             res.ci_lo, res.ci_hi = _percentile(ba - bb)
+        res.ci_method = "bootstrap within each group (unpaired)"
         how = f"unpaired: {na} vs {nb} trials" + (f" (none match on {', '.join(match)})" if match else "")
     sign = 1 if c["expect"] == "a_greater" else -1
-    res.verdict, why = _verdict(res.value, res.ci_lo, res.ci_hi, res.n, min_n, sign)
+    res.verdict, why = _verdict(res.value, [(res.ci_lo, res.ci_hi)], res.n, min_n, sign, units)
     res.detail = "; ".join(x for x in (how, why) if x)
     return res
 
@@ -477,7 +522,7 @@ def _eval_metric_diff(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult
         idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
         res.ci_lo, res.ci_hi = _percentile(d[idx].mean(axis=1))
     sign = 1 if c["expect"] == "a_greater" else -1
-    res.verdict, why = _verdict(res.value, res.ci_lo, res.ci_hi, res.n, c.get("min_n", DEFAULT_MIN_N["metric_diff"]), sign)
+    res.verdict, why = _verdict(res.value, [(res.ci_lo, res.ci_hi)], res.n, c.get("min_n", DEFAULT_MIN_N["metric_diff"]), sign)
     res.detail = "; ".join(x for x in (f"paired within {res.n} trials", why) if x)
     return res
 
@@ -520,9 +565,9 @@ def format_results(results: Sequence[CheckResult], study: Study | None = None, t
             lines.append(f"sweep: experiment {study.sweep!r}" + (f", parent run {parent}" if parent else "")
                          + f", {len(trials)} finished trials")
         lines.append("")
-    header = ["check", "paper says", "sweep measured", "verdict"]
-    body = [[r.name, r.paper, r.measured(), r.verdict] for r in results]
-    caps = [32, 50, 46, 12]
+    header = ["check", "paper says", "sweep measured", "n", "CI method", "verdict"]
+    body = [[r.name, r.paper, r.measured(), str(r.n), r.ci_method or "-", r.verdict] for r in results]
+    caps = [36, 40, 46, 3, 22, 14]
     widths = [min(cap, max([len(h)] + [len(b[i]) for b in body])) for i, (h, cap) in enumerate(zip(header, caps))]
 
     def fmt(cells):

@@ -35,7 +35,8 @@ def test_metric_predicates():
         assert A.is_benchmark_metric(name) and not A.is_downstream_metric(name)
     for name in ["bon/gain_16", "bon/Math/gain_16", "ppo/gold", "ppo/kl"]:
         assert A.is_downstream_metric(name) and not A.is_benchmark_metric(name)
-    for name in ["eval/acc_extra", "eval/loss", "train/acc", "rb3/x", "run_id", "param:model"]:
+    for name in ["eval/acc_extra", "eval/loss", "train/acc", "rb3/x", "run_id", "param:model",
+                 "rb2/overall_se", "rb2/Math_se", "bon/gain_16_se", "bon/proxy_gain_16", "bon/Math/oracle_4"]:
         assert not A.is_benchmark_metric(name) and not A.is_downstream_metric(name)
     # Diagnostics and times are not outcomes: the oracle curve and N=1 depend on the policy's samples alone, PPO's
     # training-curve diagnostics and its SFT start do not measure the RM.

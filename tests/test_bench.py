@@ -295,7 +295,36 @@ def test_metric_dict():
     res = score_rb1([rb1(0, "mt-bench-hard", 1.0, 0.0)])
     assert metric_dict(res, "rb1") == {"rb1/Chat Hard": 1.0, "rb1/overall": 1.0}
     res2 = score_rb2([rb2("1", "Factuality", [1.0], [0.0])])
-    assert metric_dict(res2, "rb2") == {"rb2/Factuality": 1.0, "rb2/overall": 1.0}
+    # one row: p = 1, binomial SE sqrt(1 * 0 / 1) = 0, overall SE sqrt(0^2) / 1 = 0
+    assert metric_dict(res2, "rb2") == {"rb2/Factuality": 1.0, "rb2/overall": 1.0,
+                                        "rb2/Factuality_se": 0.0, "rb2/overall_se": 0.0}
+
+
+def test_rb2_standard_errors_hand_worked():
+    rows = [rb2(f"f{i}", "Factuality", [r], [0.0, 0.0, 0.0]) for i, r in enumerate([1.0, -1.0, 1.0, 1.0])]
+    rows += [rb2("m0", "Math", [1.0], [0.0, 0.0, 0.0]), rb2("m1", "Math", [0.0], [1.0, 0.0, 0.0])]
+    res = score_rb2(rows)
+    # Factuality 3/4: sqrt(0.75 * 0.25 / 4) = 0.216506 ; Math 1/2: sqrt(0.25 / 2) = 0.353553
+    # overall = mean of two subsets on disjoint rows: sqrt(0.216506^2 + 0.353553^2) / 2 = 0.207289
+    assert res.standard_errors["Factuality"] == pytest.approx(0.2165064, abs=1e-6)
+    assert res.standard_errors["Math"] == pytest.approx(0.3535534, abs=1e-6)
+    assert res.standard_errors["overall"] == pytest.approx(0.2072890, abs=1e-6)
+    assert metric_dict(res, "rb2")["rb2/overall_se"] == res.standard_errors["overall"]
+
+
+def test_rb2_ties_standard_error_is_a_seeded_bootstrap_over_prompts():
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in range(30):  # half the prompts are ranked right, half wrong
+        good = n % 2 == 0
+        rows.append(rb2(f"ref:{n}", "Ties", [2.0 if good else 0.0], [1.0]))
+        rows.append(rb2(f"tied:{n}", "Ties", [3.0 + rng.random(), 3.0], [1.0 if good else 4.0]))
+    a, b = score_rb2(rows), score_rb2(rows)
+    assert a.standard_errors["Ties"] == b.standard_errors["Ties"]  # deterministic
+    # accurate flags are 0/1 with p = 1/2 over 30 prompts: the four accuracy-like terms move together, so the
+    # score's SE is near (0.3 + 0.3 + 0.2 + 0.2) * sqrt(0.25 / 30) = 0.091 (the margin term adds a little)
+    assert 0.06 < a.standard_errors["Ties"] < 0.13
+    assert a.standard_errors["overall"] == pytest.approx(a.standard_errors["Ties"])
 
 
 # ----------------------------------------------------------------------------- errors

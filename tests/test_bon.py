@@ -165,3 +165,17 @@ def test_curve_table_and_plot(tmp_path):
     for src, name in ((m, "a.png"), (rows, "b.png")):
         out = plot_bon_curves(src, tmp_path / "sub" / name)
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bon_extra_metrics_hand_worked():
+    from rmexp.bon import bon_extra_metrics
+
+    gold = [[0.0, 1.0], [1.0, 1.0]]
+    proxy = [[0.0, 1.0], [1.0, 0.0]]
+    m = bon_extra_metrics(gold, proxy, (2,))
+    # best-of-2 picks sample 1 (gold 1) and sample 0 (gold 1); gold_1 = 0.5 and 1: gains 0.5 and 0
+    # SE over prompts: sd([0.5, 0], ddof=1) / sqrt(2) = 0.353553 / 1.414214 = 0.25
+    assert m["bon/gain_2_se"] == pytest.approx(0.25)
+    # proxy of the pick (1, 1) minus the mean proxy (0.5, 0.5)
+    assert m["bon/proxy_gain_2"] == pytest.approx(0.5)
+    assert set(m) == {"bon/gain_2_se", "bon/proxy_gain_2"}

@@ -25,12 +25,16 @@ KERNEL = "rmexp-test-python"
 DOMAINS = ["Factuality", "Math"]
 
 
+SEEDS = 2
+
+
 def base_models_trials():
-    """8 trials shaped like the base_models sweep, with known correlations."""
+    """8 configs x 2 seeds shaped like the base_models sweep, with known correlations."""
     rng = np.random.default_rng(7)
     out = []
-    for fam in ("llama", "gpt2"):
-        for size, init in (("xs", "pretrained"), ("s", "pretrained"), ("m", "pretrained"), ("s", "random")):
+    for fam, size, init, seed in [(f, sz, i, s) for f in ("llama", "gpt2")
+                                  for sz, i in (("xs", "pretrained"), ("s", "pretrained"), ("m", "pretrained"),
+                                                ("s", "random")) for s in range(SEEDS)]:
             name = f"{'random' if init == 'random' else 'toy'}_{fam}_{size}"
             skill = {"xs": 0.55, "s": 0.65, "m": 0.72}[size] if init == "pretrained" else 0.35
             skill += 0.02 * rng.normal()
@@ -41,7 +45,7 @@ def base_models_trials():
                 metrics[f"rb2/{d}"] = s
                 metrics[f"bon/{d}/gain_16"] = 0.2 * s + 0.02 * rng.normal()
             params = {"model": name, "model.family": fam, "model.size": size, "model.init": init,
-                      "train.epochs": 1}
+                      "train.epochs": 1, "seed": seed}
             out.append((params, metrics))
     return out
 
@@ -86,13 +90,22 @@ def test_analysis_notebook_executes(tmp_path, kernel):
         o.get("text", "") if o.get("output_type") == "stream" else str(o.get("data", {}).get("text/plain", ""))
         for o in outputs
     )
-    x = [m["rb2/overall"] for _, m in trials]
-    y = [m["bon/gain_16"] for _, m in trials]
-    r = scipy.stats.pearsonr(x, y)[0]
+    def config_mean(metric):  # the trials come in seed pairs, config by config
+        v = [m[metric] for _, m in trials]
+        return [float(np.mean(v[i:i + SEEDS])) for i in range(0, len(v), SEEDS)]
+
+    r = scipy.stats.pearsonr(config_mean("rb2/overall"), config_mean("bon/gain_16"))[0]
     assert f"pearson r = {r:.3f}" in text
-    assert f"parent run {parent}, 8 finished trials" in text
-    rd = scipy.stats.pearsonr([m["rb2/Math"] for _, m in trials], [m["bon/Math/gain_16"] for _, m in trials])[0]
+    assert f"parent run {parent}, 16 finished trials" in text and "8 configs, replicates per config: [2]" in text
+    rd = scipy.stats.pearsonr(config_mean("rb2/Math"), config_mean("bon/Math/gain_16"))[0]
     assert f"{rd:.3f}" in text  # per-domain table
-    assert any("image/png" in o.get("data", {}) for o in outputs)  # the scatter plots
-    # the matching study ran: pretrained > random-init by construction
-    assert "pretrained > random-init on RB2" in text and "agrees" in text
+    # the heatmap: RB2 domains x downstream outcomes over config means
+    assert "heatmap: pearson r over 8 config means" in text and "Downstream average" not in text
+    rf = scipy.stats.pearsonr(config_mean("rb2/Factuality"), config_mean("bon/gain_16"))[0]
+    heat = text[text.index("heatmap:"):text.index("paper (RB2 Figure 3")]
+    assert f"{rf:.3f}" in heat and "Factuality 0.94" in text
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # scatter plots and the heatmap
+    assert "ICC(1)" in text
+    # the matching study ran: pretrained > random-init by construction, 2 pairs x 2 seeds (replicate-level)
+    row = next(line for line in text.splitlines() if line.startswith("pretrained > random-init on RB2"))
+    assert "agrees" in row

@@ -133,9 +133,47 @@ def test_group_diff_ci_spanning_zero_is_inconclusive():
 def test_group_diff_tiny_n_and_empty_group():
     t = pd.DataFrame({"param:g": ["a", "b"], "m": [1.0, 0.0]})
     r = run(dict(kind="group_diff", metric="m", param="g", a="a", b="b", expect="a_greater"), t)
-    assert r.value == pytest.approx(1.0) and r.n == 1 and r.verdict == "inconclusive" and "min_n" in r.detail
+    assert r.value == pytest.approx(1.0) and r.n == 1 and r.verdict == S.N_TOO_SMALL and "1 unit(s) < 3" in r.detail
     r = run(dict(kind="group_diff", metric="m", param="g", a="a", b="c", expect="a_greater"), t)
-    assert r.verdict == "inconclusive" and "c: 0 trials" in r.detail
+    assert r.verdict == S.N_TOO_SMALL and "c: 0 trials" in r.detail
+
+
+def replicated(pairs: int, seeds: int, effect: float = 0.2, noise: float = 0.01):
+    """``pairs`` families x {pretrained, random} x ``seeds`` seeds; pretrained is ``effect`` better."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for f in range(pairs):
+        for init in ("pretrained", "random"):
+            for s in range(seeds):
+                rows.append({"param:model.family": f"fam{f}", "param:model.init": init, "param:seed": str(s),
+                             "m": 0.3 + 0.05 * f + effect * (init == "pretrained") + noise * rng.normal()})
+    return pd.DataFrame(rows)
+
+
+def test_group_diff_needs_three_pairs_or_seed_replicates():
+    c = dict(kind="group_diff", metric="m", param="model.init", a="pretrained", b="random", expect="a_greater")
+    # 2 pairs, no replicates: a large, clean effect is still "n too small" (the old rule said "agrees")
+    r = run(c, replicated(pairs=2, seeds=1))
+    assert r.value == pytest.approx(0.2, abs=0.03) and r.n == 2 and r.verdict == S.N_TOO_SMALL
+    assert r.ci_method == "bootstrap over pairs"
+    # 3 pairs: enough
+    r = run(c, replicated(pairs=3, seeds=1))
+    assert r.n == 3 and r.verdict == "agrees"
+    # 2 pairs x 2 seeds: the seed is not a match param, the interval is replicate-level
+    r = run(c, replicated(pairs=2, seeds=2))
+    assert r.n == 2 and r.verdict == "agrees" and r.ci_method == "two-stage bootstrap (pairs, seeds)"
+    assert "paired on model.family: 2 pairs, >= 2 trials per arm" in r.detail
+    # 1 pair x 2 seeds: 2 units, too few; seed noise as large as the effect: the interval spans 0
+    assert run(c, replicated(pairs=1, seeds=2)).verdict == S.N_TOO_SMALL
+    assert run(c, replicated(pairs=2, seeds=3, effect=0.0, noise=0.1)).verdict == "inconclusive"
+
+
+def test_verdict_needs_every_interval_on_one_side():
+    assert S._verdict(0.5, [(0.1, 0.9), (0.2, 0.8)], 5, 3, 1) == ("agrees", "")
+    assert S._verdict(0.5, [(0.1, 0.9), (-0.1, 0.8)], 5, 3, 1)[0] == "inconclusive"
+    assert S._verdict(-0.5, [(-0.9, -0.1)], 5, 3, 1) == ("disagrees", "")
+    assert S._verdict(0.5, [(0.1, 0.9)], 2, 1, 1)[0] == S.N_TOO_SMALL
+    assert S._verdict(0.5, [(0.1, 0.9)], 2, 1, 1, units=4) == ("agrees", "")
 
 
 def test_group_diff_where_filter():
@@ -200,13 +238,28 @@ def test_correlation_sign_known():
 def test_correlation_tiny_n_is_inconclusive():
     t = pd.DataFrame({"rb2/overall": [0.1, 0.2], "bon/gain_16": [0.1, 0.3]})
     r = run(dict(kind="correlation", bench="rb2/overall", downstream="bon/gain_16", expect="positive"), t)
-    assert r.n == 2 and r.verdict == "inconclusive"
+    assert r.n == 2 and r.verdict == S.N_TOO_SMALL
     # n=4 below the default min_n of 5, even with a perfect r
     t = pd.DataFrame({"rb2/overall": [0.1, 0.2, 0.3, 0.4], "bon/gain_16": [0.1, 0.3, 0.5, 0.6]})
     c = dict(kind="correlation", bench="rb2/overall", downstream="bon/gain_16", expect="positive")
     r = run(c, t)
-    assert r.value > 0.98 and r.verdict == "inconclusive" and "n=4 < min_n=5" in r.detail
+    assert r.value > 0.98 and r.verdict == S.N_TOO_SMALL and "n=4 < min_n=5" in r.detail
     assert run({**c, "min_n": 3}, t).verdict == "agrees"
+
+
+def test_correlation_over_config_means_with_both_intervals():
+    rng = np.random.default_rng(3)
+    rows = []
+    for c in range(6):
+        for s in range(3):
+            rows.append({"param:model": f"m{c}", "param:seed": str(s), "rb2/overall": 0.1 * c + 0.02 * rng.normal(),
+                         "bon/gain_16": 0.05 * c + 0.02 * rng.normal()})
+    t = pd.DataFrame(rows)
+    r = run(dict(kind="correlation", bench="rb2/overall", downstream="bon/gain_16", expect="positive"), t)
+    means = t.groupby("param:model")[["rb2/overall", "bon/gain_16"]].mean()
+    assert r.n == 6 and r.value == pytest.approx(scipy.stats.pearsonr(means["rb2/overall"], means["bon/gain_16"])[0])
+    assert r.ci_method == "two-stage bootstrap (configs, seeds) + Fisher z"
+    assert "18 trials" in r.detail and "Fisher z [" in r.detail and r.verdict == "agrees"
 
 
 # ---------------------------------------------------------------------------------------------------- missing
@@ -223,7 +276,7 @@ def test_metric_diff_paired_within_trials():
     assert r.verdict == "disagrees"
     r = run(dict(kind="metric_diff", a="ppo/gold_delta", b="dpo/gold_delta", expect="a_greater",
                  where={"data.label_noise": "0.0"}), t)
-    assert r.n == 1 and r.verdict == "inconclusive"  # below min_n 2
+    assert r.n == 1 and r.verdict == S.N_TOO_SMALL  # below min_n 3
     assert run(dict(kind="metric_diff", a="ppo/gold_delta", b="rlvr/gold_delta", expect="a_greater"), t).verdict == "missing"
     with pytest.raises(S.StudyError, match="same metric"):
         check(kind="metric_diff", a="ppo/gold", b="ppo/gold", expect="a_greater")
@@ -336,7 +389,7 @@ def test_format_results_table():
     study = S.load_study(SWEEPS / "epochs.yaml")
     text = S.format_results(S.evaluate(study, t, n_boot=200), study, t)
     for word in ("check", "paper says", "sweep measured", "verdict", "2 epochs > 1 epoch on RB2", "agrees",
-                 "8 finished trials"):
+                 "8 finished trials", "CI method", "bootstrap over pairs"):
         assert word in text
     assert "0 disagrees" in text
 

@@ -89,9 +89,9 @@ def test_fail_stage_hook_raises_in_that_stage(zoo_cache, tmp_path):
         _run(["preset=tiny", f"cache_dir={zoo_cache}", "fail_stage=bench"], tmp_path)
 
 
-def test_trial_key_ignores_where_it_runs():
+def test_trial_key_ignores_where_it_runs_but_not_the_thread_count():
     a = compose_config(["preset=tiny"])
-    b = compose_config(["preset=tiny", "tracking.uri=sqlite:////tmp/x.db", "ray.cpus_per_trial=2", "threads=2"])
+    b = compose_config(["preset=tiny", "tracking.uri=sqlite:////tmp/x.db", "ray.cpus_per_trial=2"])
     c = compose_config(["preset=tiny", "train.epochs=1"])
     assert trial.trial_key(a) == trial.trial_key(b) != trial.trial_key(c)
     # The test hook is not part of what a trial computes.
@@ -148,6 +148,12 @@ def test_tiny_trial_with_ppo_metrics_are_pinned(zoo_cache, tmp_path):
     out = _run(["preset=tiny", f"cache_dir={zoo_cache}", "downstream.ppo.enabled=true"], tmp_path)
     for key, value in {**PINNED_TINY, **PINNED_TINY_PPO}.items():
         assert out.metrics[key] == pytest.approx(value, abs=1e-9, rel=0), key
+    # torch threads change the last bits of every result (rmexp.config.torch_threads): part of the identity
+    assert trial.trial_key(compose_config(["preset=tiny", "threads=2"])) != trial.trial_key(a)
+    sweep1 = compose_config(["+sweep=smoke"])
+    sweep2 = compose_config(["+sweep=smoke", "ray.cpus_per_trial=2"])
+    assert trial.trial_key(sweep1) != trial.trial_key(sweep2)
+    assert trial.trial_key(sweep1) == trial.trial_key(compose_config(["+sweep=smoke", "threads=4"]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -251,3 +257,51 @@ def test_a_registered_rm_kind_plugs_into_the_trial(zoo_cache, tmp_path, monkeypa
     with pytest.raises(ValueError, match="rm=wordcount offers no value-model initialisation"):
         _run(["preset=tiny", f"cache_dir={zoo_cache}", "rm.kind=wordcount", "downstream.ppo.enabled=true"],
              tmp_path / "b")
+
+
+def test_seed_drives_every_per_trial_stage_and_the_key():
+    a, b = compose_config(["preset=tiny"]), compose_config(["preset=tiny", "seed=1"])
+    assert (b.data.seed, b.train.seed, b.downstream.ppo.seed) == (1, 1, 1)
+    assert (b.world.seed, b.benchmark.seed, b.model.seed) == (a.world.seed, a.benchmark.seed, a.model.seed) == (0, 0, 0)
+    assert trial.trial_key(a) != trial.trial_key(b)
+    assert trial.trial_key(compose_config(["preset=tiny", "data.seed=0", "train.seed=0"])) == trial.trial_key(a)
+
+
+def test_trial_logs_its_seed_and_standard_errors(tiny):
+    import math
+
+    import numpy as np
+
+    from rmexp.stats import binomial_se
+
+    assert tiny.params["seed"] == "0"
+    path = next(p for p in tiny.artifacts if p.name == "rb2_scores.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    facts = [r["result"] for r in rows if r["subset"] == "Factuality"]
+    assert tiny.metrics["rb2/Factuality_se"] == pytest.approx(binomial_se(facts))
+    assert 0 < tiny.metrics["rb2/overall_se"] < 0.2
+    bon_rows = [json.loads(line) for line in
+                next(p for p in tiny.artifacts if p.name == "bon_samples.jsonl").read_text().splitlines()]
+    gold, proxy = np.array([r["gold"] for r in bon_rows]), np.array([r["proxy"] for r in bon_rows])
+    from rmexp.bon import best_of_n_per_prompt
+
+    gains = best_of_n_per_prompt(gold, proxy, 16) - gold.mean(axis=1)
+    assert tiny.metrics["bon/gain_16_se"] == pytest.approx(gains.std(ddof=1) / math.sqrt(len(gains)))
+
+
+def test_thread_count_is_part_of_every_cache_key():
+    """1 and 2 torch threads give different last bits (benchmarks/thread_identity.py), so cached zoo models, RMs,
+    samples and trial keys are keyed by the thread count instead of being shared across it."""
+    import torch
+
+    from rmexp import zoo
+    from rmexp.config import load_model_config, torch_threads
+
+    cfg = load_model_config("toy_llama_xs")
+    before, key1 = torch.get_num_threads(), zoo.zoo_key(cfg, 0)
+    try:
+        torch.set_num_threads(2)
+        assert torch_threads() == 2 and zoo.zoo_key(cfg, 0) != key1
+    finally:
+        torch.set_num_threads(before)
+    assert zoo.zoo_key(cfg, 0) == key1

@@ -25,14 +25,14 @@ def policy_samples(cfg, world, cache: Path, progress: bool):
     a sweep over RMs reads the same samples (drawn once, by whichever trial gets there first)."""
     from rmexp import zoo
     from rmexp.cache import cached, content_id, write_json
-    from rmexp.config import config_hash
+    from rmexp.config import config_hash, torch_threads
     from rmexp.world.core import WORLD_VERSION
 
     pol, n = cfg.downstream.policy, cfg.downstream.bon.n_samples
     path, pcfg = zoo.policy_path(pol.model, world, cache, progress)
     prompts = eval_prompts(world, cfg.downstream.bon.prompts_per_domain)
     key = config_hash(content_id(path), world.seed, WORLD_VERSION, SAMPLES_VERSION, pol.temperature,
-                      pol.max_new_tokens, n, [p.key for p in prompts])
+                      pol.max_new_tokens, n, [p.key for p in prompts], torch_threads())
 
     def draw(folder: Path) -> None:
         model, tok = zoo.load_causal_lm(path)
@@ -56,6 +56,7 @@ def run(ctx: DownstreamContext) -> StageOutput:
                          cfg.benchmark.score_batch_tokens).reshape(gold.shape)
     ns = tuple(2 ** k for k in range(9) if 2 ** k <= gold.shape[1])  # 1, 2, 4, ... up to N_max
     metrics = bon.bon_metrics(gold, proxy, [p.domain for p in prompts], ns)
+    metrics |= bon.bon_extra_metrics(gold, proxy, ns)  # SE of the gains, proxy gains
     rows = [{"prompt": p.text, "domain": p.domain, "samples": row, "gold": g.tolist(), "proxy": x.tolist()}
             for p, row, g, x in zip(prompts, samples, gold, proxy)]
     artifacts = [write_jsonl(ctx.out_dir / "bon_samples.jsonl", rows),

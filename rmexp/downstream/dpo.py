@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rmexp.cache import cached, content_id
-from rmexp.config import config_hash
+from rmexp.config import config_hash, torch_threads
 from rmexp.downstream import DownstreamContext, DownstreamMethod, StageOutput, register_downstream
 from rmexp.downstream.rlvr import VerifierScorer, check_finite, read_stage, write_stage
+from rmexp.rm.base import rows_identity
 from rmexp.world.core import WORLD_VERSION
 from rmexp.world.domains import DOMAINS
 
@@ -141,9 +142,8 @@ def dpo_key(cfg, policy_dir: Path, rows: list[dict], world_seed: int) -> str:
 
     d = {k: v for k, v in OmegaConf.to_container(cfg.downstream.dpo, resolve=True).items() if k != "enabled"}
     pol = {k: v for k, v in OmegaConf.to_container(cfg.downstream.policy, resolve=True).items() if k != "model"}
-    rows_hash = config_hash([[r["prompt"], r["chosen"], r["rejected"]] for r in rows])
-    return config_hash(content_id(policy_dir), pol, rows_hash, d, cfg.downstream.ppo.eval_prompts_per_domain,
-                       world_seed, WORLD_VERSION, cfg.device, DPO_VERSION)
+    return config_hash(content_id(policy_dir), pol, rows_identity(rows), d, cfg.downstream.ppo.eval_prompts_per_domain,
+                       world_seed, WORLD_VERSION, cfg.device, DPO_VERSION, torch_threads())
 
 
 def _write_samples(path: Path, rows: list[dict]) -> None:

@@ -25,7 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rmexp.cache import MANIFEST, cached, content_id
-from rmexp.config import config_hash
+from rmexp.config import config_hash, torch_threads
 from rmexp.downstream import DownstreamContext, DownstreamMethod, StageOutput, register_downstream
 from rmexp.rm.base import ValueInit
 from rmexp.world.core import WORLD_VERSION, World
@@ -76,7 +76,7 @@ def rlvr_key(cfg, policy_dir: Path, world_seed: int) -> str:
            if k not in ("enabled", "algorithm")}
     pol = {k: v for k, v in OmegaConf.to_container(cfg.downstream.policy, resolve=True).items() if k != "model"}
     return config_hash(content_id(policy_dir), pol, world_seed, WORLD_VERSION, ppo, cfg.downstream.rlvr.algorithm,
-                       cfg.device, RLVR_VERSION)
+                       cfg.device, RLVR_VERSION, torch_threads())
 
 
 def _renamed(d: dict, old: str, new: str) -> dict:

@@ -328,13 +328,13 @@ class ClassifierOptions:
 def build_classifier(ctx: RMContext) -> RewardModel:
     """Train (once, cached) or load the RM for this trial's base, rows and train config."""
     from rmexp.cache import cached
-    from rmexp.config import config_hash
+    from rmexp.config import config_hash, torch_threads
 
     cfg = ctx.cfg
     # Keyed by the rows themselves (not the data config): on-policy sampling settings, edited files and
     # ignored data options then all do the right thing.
     key = config_hash(base_identity(ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction,
-                      cfg.data.seed, cfg.train, cfg.device, RM_VERSION)
+                      cfg.data.seed, cfg.train, cfg.device, RM_VERSION, torch_threads())
     remote = cfg.model.trust_remote_code
     return cached("rm", key, ctx.cache,
                   build=lambda folder: train_reward_model(ctx.base, ctx.prefs, cfg, folder, remote, ctx.progress,
