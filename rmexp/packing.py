@@ -16,8 +16,11 @@ Packing is planned on the host from Python lengths: building a batch needs no de
 """
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -116,20 +119,22 @@ def pack_sequences(seqs: list[list[int]], rows: int, row_len: int, pad_id: int,
         raise ValueError(f"{len(seqs)} sequences ({sum(map(len, seqs))} tokens) do not fit {rows} rows of "
                          f"{row_len} tokens")
     max_seqlen = max_seqlen or row_len
-    ids = torch.full((rows, row_len), pad_id, dtype=torch.long)
-    pos = torch.zeros((rows, row_len), dtype=torch.long)
-    seg = torch.full((rows, row_len), -1, dtype=torch.long)
+    # Built in numpy, one buffer copy per sequence (the packer runs on the host every step: keep it cheap).
+    ids = np.full(rows * row_len, pad_id, dtype=np.int64)
+    pos = np.zeros(rows * row_len, dtype=np.int64)
+    seg = np.full(rows * row_len, -1, dtype=np.int64)
+    ramp = np.arange(max(row_len, 1), dtype=np.int64)
     fill = [0] * rows
     last = []
     bounds: list[list[int]] = [[] for _ in range(rows)]  # segment lengths per row, in row order
     for k, (s, r) in enumerate(zip(seqs, where)):
-        n, c = len(s), fill[r]
+        n, start = len(s), r * row_len + fill[r]
         if n > max_seqlen:
             raise ValueError(f"sequence {k} has {n} tokens, more than max_seqlen={max_seqlen}")
-        ids[r, c:c + n] = torch.tensor(s, dtype=torch.long)
-        pos[r, c:c + n] = torch.arange(n)
-        seg[r, c:c + n] = k
-        last.append(r * row_len + c + n - 1)
+        ids[start:start + n] = s
+        pos[start:start + n] = ramp[:n]
+        seg[start:start + n] = k
+        last.append(start + n - 1)
         bounds[r].append(n)
         fill[r] += n
     lengths = []
@@ -146,7 +151,10 @@ def pack_sequences(seqs: list[list[int]], rows: int, row_len: int, pad_id: int,
     cu = torch.zeros(max_segments + 1, dtype=torch.int32)
     cu[1:len(lengths) + 1] = torch.tensor(lengths, dtype=torch.int32).cumsum(0)
     cu[len(lengths) + 1:] = rows * row_len  # empty segments at the end keep the shape static
-    return Packed(ids, pos, seg, torch.tensor(last, dtype=torch.long), cu, max_seqlen, sum(map(len, seqs)))
+    shape = (rows, row_len)
+    return Packed(torch.from_numpy(ids).view(shape), torch.from_numpy(pos).view(shape),
+                  torch.from_numpy(seg).view(shape), torch.tensor(last, dtype=torch.long), cu, max_seqlen,
+                  sum(map(len, seqs)))
 
 
 def block_causal_mask(segment: torch.Tensor) -> torch.Tensor:
@@ -234,3 +242,63 @@ def pack_pairs(pairs: list[tuple[list[int], list[int]]], pad_id: int, row_len: i
 def packed_pair_rewards(model, packed: Packed) -> tuple[torch.Tensor, torch.Tensor]:
     rewards = packed_rewards(model, packed)
     return rewards[0::2], rewards[1::2]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training layout
+ROW_ALIGN = 64  # flat (varlen) budgets are rounded up to a multiple of this: tensor-core friendly shapes
+
+
+def train_layout(pair_lengths: list[tuple[int, int]], pairs_per_step: int, max_length: int,
+                 device: torch.device) -> tuple[int, int]:
+    """(rows, row_len) of a fixed token budget that holds `pairs_per_step` pairs of mean length, plus one
+    longest pair of slack. On CUDA (varlen attention) one flat row: attention cost does not grow with the
+    budget. Elsewhere rows of `max_length` tokens: the explicit mask costs rows * row_len^2, not budget^2."""
+    mean_pair = sum(c + r for c, r in pair_lengths) / max(1, len(pair_lengths))
+    longest = max(c + r for c, r in pair_lengths)
+    budget = math.ceil(pairs_per_step * mean_pair) + longest
+    if device.type == "cuda" and varlen_attn is not None:
+        return 1, -(-budget // ROW_ALIGN) * ROW_ALIGN
+    return max(2, -(-budget // max_length)), max_length
+
+
+def max_segments(rows: int, row_len: int, min_len: int, max_seqlen: int) -> int:
+    """Most segments a [rows, row_len] buffer can hold: real sequences of >= min_len tokens, plus the pad
+    tail of each row (split into chunks of <= max_seqlen). Fixes `cu_seqlens`' length for compiled graphs."""
+    return rows * row_len // max(1, min_len) + rows * (-(-row_len // max_seqlen))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scoring (no gradients)
+def score_layout(budget_tokens: int, max_len: int, device: torch.device) -> tuple[int, int]:
+    """(rows, row_len) of a scoring budget: one flat row under varlen attention, rows of `max_len` otherwise."""
+    if device.type == "cuda" and varlen_attn is not None:
+        return 1, max(max_len, budget_tokens)
+    return max(1, budget_tokens // max_len), max_len
+
+
+@torch.no_grad()
+def packed_scores(model, seqs: list[list[int]], pad_id: int, budget_tokens: int, autocast=None) -> torch.Tensor:
+    """Reward of every sequence (in input order), longest first, first fit into fixed budgets of
+    `budget_tokens` tokens; every batch has the same shape. Returns float32 rewards on the CPU."""
+    device = next(model.parameters()).device
+    max_len = max(map(len, seqs))
+    rows, row_len = score_layout(budget_tokens, max_len, device)
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    out = torch.empty(len(seqs), dtype=torch.float32)
+    start = 0
+    while start < len(order):
+        free, end = [row_len] * rows, start
+        while end < len(order):  # first fit decreasing: the batch closes at the first sequence that fits nowhere
+            n = len(seqs[order[end]])
+            row = next((r for r in range(rows) if free[r] >= n), None)
+            if row is None:
+                break
+            free[row] -= n
+            end += 1
+        idx = order[start:end]
+        packed = pack_sequences([seqs[i] for i in idx], rows, row_len, pad_id, max_seqlen=max_len).to(device)
+        with autocast if autocast is not None else contextlib.nullcontext():
+            out[idx] = packed_rewards(model, packed).cpu()
+        start = end
+    return out

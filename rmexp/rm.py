@@ -6,8 +6,9 @@ model in one forward pass; the loss is `-logsigmoid(r_c - r_r - margin)` plus an
 `center_coef * mean((r_c + r_r)^2)`. After training, rewards are normalised so that the mean reward over
 the training set is 0; the offset is stored with the model and applied by `RewardModel.score`.
 
-Batches are length-bucketed (pairs of similar length share a batch), so padding waste stays small without
-packing; scoring uses a token budget per batch.
+With `train.packing` (the default) chosen and rejected sequences are packed back to back into fixed token
+budgets of about `batch_size` pairs each, attention kept inside each sequence (rmexp.packing); without it,
+batches of `batch_size` pairs are length-bucketed and right-padded. Scoring packs too (`score_texts`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from rmexp import packing
 from rmexp.progress import progress_bar
 
 RM_VERSION = 2  # bump when training changes, so cached RMs are retrained
@@ -113,21 +115,15 @@ class RewardModel:
 
     @torch.no_grad()
     def score_texts(self, texts: list[str], batch_tokens: int = 4096) -> np.ndarray:
-        """Normalised rewards of formatted texts; batches by length under a token budget (no padding waste)."""
+        """Normalised rewards of formatted texts, packed into fixed budgets of `batch_tokens` tokens (no
+        padding, every batch the same shape; rmexp.packing)."""
         self.model.eval()
         ids, _ = encode(self.tok, texts, self.max_length)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out = np.empty(len(ids), dtype=np.float64)
-        start = 0
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and (end - start + 1) * len(ids[order[end]]) <= batch_tokens:
-                end += 1
-            idx = order[start:end]
-            x, lengths = pad_batch([ids[i] for i in idx], self.tok.pad_token_id)
-            out[idx] = last_token_rewards(self.model, x, lengths).double().cpu().numpy()
-            start = end
-        return out - self.offset
+        if not ids:
+            return np.zeros(0)
+        packing.enable_packed_attention(self.model)
+        scores = packing.packed_scores(self.model, ids, self.tok.pad_token_id, batch_tokens)
+        return scores.double().numpy() - self.offset
 
     def score(self, prompts: list[str], responses: list[str], batch_tokens: int = 4096) -> np.ndarray:
         return self.score_texts([format_dialogue(self.tok, p, r) for p, r in zip(prompts, responses)], batch_tokens)
@@ -192,6 +188,31 @@ def pair_forward(model, pairs: list[tuple[list[int], list[int]]], pad_id: int) -
     return rewards[:len(pairs)], rewards[len(pairs):]
 
 
+@dataclass(frozen=True)
+class PackLayout:
+    """A fixed token budget: `rows` x `row_len` tokens, `segments` entries of cu_seqlens, `max_seqlen` the
+    longest sequence (all static, so a compiled model sees one shape)."""
+    rows: int
+    row_len: int
+    segments: int
+    max_seqlen: int
+
+    @classmethod
+    def for_pairs(cls, pairs, pairs_per_step: int, max_length: int, device: torch.device) -> "PackLayout":
+        lengths = [(len(c), len(r)) for c, r in pairs]
+        rows, row_len = packing.train_layout(lengths, pairs_per_step, max_length, device)
+        shortest = min(min(c, r) for c, r in lengths)
+        return cls(rows, row_len, packing.max_segments(rows, row_len, shortest, max_length), max_length)
+
+    def batches(self, pairs, rng: random.Random) -> list[list[int]]:
+        order = list(range(len(pairs)))
+        rng.shuffle(order)
+        return packing.budget_batches([(len(c), len(r)) for c, r in pairs], order, self.rows, self.row_len)
+
+    def pack(self, batch, pad_id: int, device) -> packing.Packed:
+        return packing.pack_pairs(batch, pad_id, self.row_len, self.rows, self.segments, self.max_seqlen).to(device)
+
+
 def make_optimizer(model, lr: float, weight_decay: float = 0.0, fused: bool | None = None) -> torch.optim.Optimizer:
     """AdamW; `fused=None` picks the fused kernel on CUDA (one launch for all parameters) and the plain one on
     CPU. Both compute the same update (ulp-close, tests/test_packing.py); the eval/acc gap once blamed on fused
@@ -202,12 +223,17 @@ def make_optimizer(model, lr: float, weight_decay: float = 0.0, fused: bool | No
 
 
 def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int, margin: float = 0.0,
-               center_coef: float = 0.0, grad_clip: float = 1.0, autocast=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               center_coef: float = 0.0, grad_clip: float = 1.0, autocast=None,
+               layout: PackLayout | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on a batch of pairs; returns (loss, r_chosen, r_rejected), detached.
 
-    `autocast` is an optional context manager for the forward (e.g. bf16 on a GPU)."""
+    `autocast` is an optional context manager for the forward (e.g. bf16 on a GPU); `layout` packs the
+    batch into a fixed token budget (rmexp.packing) instead of padding it."""
     with autocast if autocast is not None else contextlib.nullcontext():
-        rc, rr = pair_forward(model, batch, pad_id)
+        if layout is None:
+            rc, rr = pair_forward(model, batch, pad_id)
+        else:
+            rc, rr = packing.packed_pair_rewards(model, layout.pack(batch, pad_id, next(model.parameters()).device))
     loss = pairwise_loss(rc, rr, margin, center_coef)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -218,11 +244,19 @@ def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int
 
 
 @torch.no_grad()
-def pair_accuracy(model, pairs, pad_id: int, batch_size: int = 64) -> tuple[float, np.ndarray, np.ndarray]:
+def pair_accuracy(model, pairs, pad_id: int, batch_size: int = 64,
+                  packed_row_len: int | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """Share of pairs with r_chosen > r_rejected, and the rewards; packed into rows of `packed_row_len`
+    tokens when given (no padding), else right-padded."""
     model.eval()
     rc, rr = [], []
+    device = next(model.parameters()).device
     for i in range(0, len(pairs), batch_size):
-        c, r = pair_forward(model, pairs[i:i + batch_size], pad_id)
+        if packed_row_len:
+            c, r = packing.packed_pair_rewards(model, packing.pack_pairs(pairs[i:i + batch_size], pad_id,
+                                                                           packed_row_len).to(device))
+        else:
+            c, r = pair_forward(model, pairs[i:i + batch_size], pad_id)
         rc.append(c)
         rr.append(r)
     if not rc:
@@ -253,21 +287,29 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
         raise ValueError(f"no training pairs left (data.size={cfg.data.size}, train.overlong={t.overlong}, "
                          f"train.max_length={t.max_length}, {data_stats})")
     lengths = [max(len(c), len(r)) for c, r in train_pairs]
-    steps_per_epoch = math.ceil(len(train_pairs) / t.batch_size)
-    total = steps_per_epoch * t.epochs
+    rng = random.Random(f"batches-{t.seed}")
+    layout = None
+    if t.packing:  # fixed token budgets of ~batch_size pairs each (rmexp.packing), planned for all epochs
+        packing.enable_packed_attention(model)
+        layout = PackLayout.for_pairs(train_pairs, t.batch_size, t.max_length, next(model.parameters()).device)
+        epochs = [layout.batches(train_pairs, rng) for _ in range(t.epochs)]
+    else:
+        epochs = [bucketed_batches(lengths, t.batch_size, rng) for _ in range(t.epochs)]
+    steps_per_epoch = len(epochs[0])
+    total = sum(map(len, epochs))
     warmup = max(1, round(t.warmup_ratio * total))
     opt = make_optimizer(model, t.lr, t.weight_decay)
-    rng = random.Random(f"batches-{t.seed}")
     history: dict[str, list[tuple[int, float]]] = {"train/loss": [], "train/acc": [], "train/margin": []}
     real_tokens, start, step = 0, time.time(), 0
     model.train()
     bar = progress_bar(None, "rm train", progress, total=total)
-    for _epoch in range(t.epochs):
-        for batch_idx in bucketed_batches(lengths, t.batch_size, rng):
+    for epoch_batches in epochs:
+        for batch_idx in epoch_batches:
             batch = [train_pairs[i] for i in batch_idx]
             for group in opt.param_groups:
                 group["lr"] = t.lr * lr_factor(step, total, warmup, t.schedule)
-            loss, rc, rr = train_step(model, opt, batch, tok.pad_token_id, t.margin, t.center_coef, t.grad_clip)
+            loss, rc, rr = train_step(model, opt, batch, tok.pad_token_id, t.margin, t.center_coef, t.grad_clip,
+                                      layout=layout)
             real_tokens += sum(len(c) + len(r) for c, r in batch)
             history["train/loss"].append((step, loss.item()))
             history["train/acc"].append((step, (rc > rr).float().mean().item()))
@@ -278,8 +320,9 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     seconds = time.time() - start
-    train_acc, rc_all, rr_all = pair_accuracy(model, train_pairs, tok.pad_token_id)
-    eval_acc, _, _ = pair_accuracy(model, eval_pairs, tok.pad_token_id)
+    row_len = t.max_length if t.packing else None
+    train_acc, rc_all, rr_all = pair_accuracy(model, train_pairs, tok.pad_token_id, packed_row_len=row_len)
+    eval_acc, _, _ = pair_accuracy(model, eval_pairs, tok.pad_token_id, packed_row_len=row_len)
     offset = float(np.concatenate([rc_all, rr_all]).mean())  # mean training reward -> 0
     tail = max(1, steps_per_epoch // 4)
     metrics = {

@@ -71,6 +71,17 @@ def test_packed_rewards_loss_and_grads_equal_padded(kind, row_len):
     torch.testing.assert_close(rc1[3].detach(), alone[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_packed_scores_equal_one_at_a_time(kind):
+    model = _model(kind)
+    seqs = [s for pair in _pairs(9, seed=3) for s in pair]
+    with torch.no_grad():
+        alone = torch.cat([rm.last_token_rewards(model, torch.tensor([s]), torch.tensor([len(s)])) for s in seqs])
+    packing.enable_packed_attention(model)
+    for budget in (40, 64, 1000):  # one sequence a row .. everything in one batch
+        torch.testing.assert_close(packing.packed_scores(model, seqs, PAD, budget), alone, atol=1e-5, rtol=1e-5)
+
+
 def test_leaky_packing_is_caught():
     """Control: one causal mask over the whole row (chosen sees rejected) and running positions disagree."""
     pairs = _pairs(2, hi=10)
