@@ -82,10 +82,12 @@ def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) 
     """
     from rmexp import zoo  # imported here: file-only runs never load the zoo
     from rmexp.config import config_hash
+    from rmexp.sampling import SAMPLER_VERSION
 
     d, pol = cfg.data, cfg.downstream.policy
     path, _ = zoo.policy_path(d.on_policy, world, cfg.cache_dir, progress=False)
-    key = config_hash(path.name, world.seed, WORLD_VERSION, d, pol.temperature, pol.max_new_tokens, n_candidates)
+    key = config_hash(path.name, world.seed, WORLD_VERSION, d, pol.temperature, pol.max_new_tokens, n_candidates,
+                      SAMPLER_VERSION)
     file = Path(cfg.cache_dir).expanduser() / "on_policy" / f"{d.on_policy}-{key}.json"
     file.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(file) + ".lock"):  # parallel trials with the same data draw it once

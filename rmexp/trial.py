@@ -22,6 +22,7 @@ from rmexp import bench, bon, zoo
 from rmexp import data as data_sources
 from rmexp.config import config_hash, load_model_config, to_plain
 from rmexp.rm import RM_VERSION, RewardModel, load_reward_model, train_reward_model
+from rmexp.sampling import SAMPLER_VERSION
 from rmexp.world.core import WORLD_VERSION, World
 from rmexp.world.data import decontamination, rb2_length_scores
 from rmexp.world.domains import DOMAINS
@@ -149,7 +150,8 @@ def policy_samples(cfg: DictConfig, world: World, cache: Path, progress: bool):
     pol = cfg.downstream.policy
     path, pcfg = zoo.policy_path(pol.model, world, cache, progress)
     prompts = eval_prompts(world, cfg.downstream.bon.prompts_per_domain)
-    key = config_hash(path.name, world.seed, WORLD_VERSION, pol, cfg.downstream.bon, [p.key for p in prompts])
+    key = config_hash(path.name, world.seed, WORLD_VERSION, pol, cfg.downstream.bon, [p.key for p in prompts],
+                      SAMPLER_VERSION)
     file = cache / "samples" / f"{pol.model}-{key}.json"
     file.parent.mkdir(parents=True, exist_ok=True)
     # Trials running in parallel need the same samples: one draws them, the others wait and read them.
