@@ -8,10 +8,17 @@ give the same samples.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 
 SAMPLER_VERSION = 2  # in every cache key of drawn samples: bump when the same seed would draw other samples
+
+
+def _cache_kwarg(model) -> str:
+    """transformers renamed `past_key_values` to `cache` during 5.x (the old name warns, then goes away)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @torch.no_grad()
@@ -32,7 +39,8 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
     ids, attn = ids.to(dev), attn.to(dev)
     pos = (attn.cumsum(1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
-    cache, logits = out.past_key_values, out.logits[:, -1]
+    cache_kwarg = _cache_kwarg(model)
+    cache, logits = getattr(out, cache_kwarg), out.logits[:, -1]
     next_pos = pos[:, -1:] + 1
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
@@ -48,8 +56,8 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
             break
         attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=dev)], dim=1)
         out = model(input_ids=nxt[:, None].to(dev), attention_mask=attn, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1]
+                    use_cache=True, **{cache_kwarg: cache})
+        cache, logits = getattr(out, cache_kwarg), out.logits[:, -1]
         next_pos = next_pos + 1
     return tokens[:, :steps].to(dev)
 
