@@ -268,13 +268,13 @@ def run_rmexp(cfg: BenchConfig, pairs, device: torch.device) -> RunResult:
 
 def budget_layout(cfg: BenchConfig, device: torch.device):
     """The packed rows' fixed budget: 2 x pairs_per_step x max_len tokens, the memory of the largest padded
-    batch (one flat row under varlen attention on CUDA, rows of max_len elsewhere)."""
+    batch (one flat row under varlen attention on CUDA in bf16, rows of max_len elsewhere)."""
     from rmexp import packing
     from rmexp.rm import PackLayout
 
     budget = 2 * cfg.pairs_per_step * cfg.max_len
-    rows, row_len = (1, budget) if device.type == "cuda" and packing.varlen_attn else (budget // cfg.max_len,
-                                                                                      cfg.max_len)
+    flat = device.type == "cuda" and packing.varlen_attn is not None and cfg.precision == "bf16"  # = use_varlen
+    rows, row_len = (1, budget) if flat else (budget // cfg.max_len, cfg.max_len)
     return PackLayout(rows, row_len, packing.max_segments(rows, row_len, cfg.min_len, cfg.max_len), cfg.max_len)
 
 

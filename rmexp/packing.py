@@ -175,11 +175,16 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
     and runs on CUDA in half precision; otherwise SDPA with whatever mask the call carries (the packed
     block-diagonal mask, or transformers' own padding mask for unpacked calls)."""
     cu = kwargs.get("cu_seq_lens_q")
-    if cu is not None and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and varlen_attn:
+    if cu is not None:  # the packer chose varlen (use_varlen): the mask it passed is only a placeholder
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else query.dtype
+        if not query.is_cuda or dtype not in (torch.float16, torch.bfloat16) or varlen_attn is None:
+            raise RuntimeError(f"packed attention: cu_seqlens given but varlen attention cannot run here "
+                               f"(device {query.device}, dtype {dtype}); pack without them (use_varlen=False)")
+        # RoPE in fp32 (Llama, Qwen2 under autocast) promotes q and k: flash attention wants them in half
         B, H, T, D = query.shape
-        q = query.transpose(1, 2).reshape(B * T, H, D)
-        k = key.transpose(1, 2).reshape(B * T, key.shape[1], D)
-        v = value.transpose(1, 2).reshape(B * T, value.shape[1], D)
+        q = query.transpose(1, 2).reshape(B * T, H, D).to(dtype)
+        k = key.transpose(1, 2).reshape(B * T, key.shape[1], D).to(dtype)
+        v = value.transpose(1, 2).reshape(B * T, value.shape[1], D).to(dtype)
         out = varlen_attn(q, k, v, cu, cu, kwargs["max_length_q"], kwargs["max_length_q"], scale=scaling,
                           window_size=(-1, 0), enable_gqa=key.shape[1] != H)
         return out.view(B, T, H, D), None
@@ -250,14 +255,15 @@ ROW_ALIGN = 64  # flat (varlen) budgets are rounded up to a multiple of this: te
 
 
 def train_layout(pair_lengths: list[tuple[int, int]], pairs_per_step: int, max_length: int,
-                 device: torch.device) -> tuple[int, int]:
+                 flat: bool) -> tuple[int, int]:
     """(rows, row_len) of a fixed token budget that holds `pairs_per_step` pairs of mean length, plus one
-    longest pair of slack. On CUDA (varlen attention) one flat row: attention cost does not grow with the
-    budget. Elsewhere rows of `max_length` tokens: the explicit mask costs rows * row_len^2, not budget^2."""
+    longest pair of slack. `flat` (varlen attention will run: see `use_varlen`): one row, as attention cost
+    does not grow with the budget. Otherwise rows of `max_length` tokens: the explicit mask costs
+    rows * row_len^2, not budget^2."""
     mean_pair = sum(c + r for c, r in pair_lengths) / max(1, len(pair_lengths))
     longest = max(c + r for c, r in pair_lengths)
     budget = math.ceil(pairs_per_step * mean_pair) + longest
-    if device.type == "cuda" and varlen_attn is not None:
+    if flat:
         return 1, -(-budget // ROW_ALIGN) * ROW_ALIGN
     return max(2, -(-budget // max_length)), max_length
 
@@ -270,9 +276,9 @@ def max_segments(rows: int, row_len: int, min_len: int, max_seqlen: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------
 # Scoring (no gradients)
-def score_layout(budget_tokens: int, max_len: int, device: torch.device) -> tuple[int, int]:
+def score_layout(budget_tokens: int, max_len: int, flat: bool) -> tuple[int, int]:
     """(rows, row_len) of a scoring budget: one flat row under varlen attention, rows of `max_len` otherwise."""
-    if device.type == "cuda" and varlen_attn is not None:
+    if flat:
         return 1, max(max_len, budget_tokens)
     return max(1, budget_tokens // max_len), max_len
 
@@ -283,7 +289,8 @@ def packed_scores(model, seqs: list[list[int]], pad_id: int, budget_tokens: int,
     `budget_tokens` tokens; every batch has the same shape. Returns float32 rewards on the CPU."""
     device = next(model.parameters()).device
     max_len = max(map(len, seqs))
-    rows, row_len = score_layout(budget_tokens, max_len, device)
+    with autocast if autocast is not None else contextlib.nullcontext():
+        rows, row_len = score_layout(budget_tokens, max_len, use_varlen(model, device))
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     out = torch.empty(len(seqs), dtype=torch.float32)
     start = 0

@@ -198,9 +198,10 @@ class PackLayout:
     max_seqlen: int
 
     @classmethod
-    def for_pairs(cls, pairs, pairs_per_step: int, max_length: int, device: torch.device) -> "PackLayout":
+    def for_pairs(cls, pairs, pairs_per_step: int, max_length: int, flat: bool) -> "PackLayout":
+        """`flat`: one row for varlen attention (CUDA, half precision), else rows of max_length."""
         lengths = [(len(c), len(r)) for c, r in pairs]
-        rows, row_len = packing.train_layout(lengths, pairs_per_step, max_length, device)
+        rows, row_len = packing.train_layout(lengths, pairs_per_step, max_length, flat)
         shortest = min(min(c, r) for c, r in lengths)
         return cls(rows, row_len, packing.max_segments(rows, row_len, shortest, max_length), max_length)
 
@@ -291,7 +292,9 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
     layout = None
     if t.packing:  # fixed token budgets of ~batch_size pairs each (rmexp.packing), planned for all epochs
         packing.enable_packed_attention(model)
-        layout = PackLayout.for_pairs(train_pairs, t.batch_size, t.max_length, next(model.parameters()).device)
+        # The trainer runs fp32 (no autocast): varlen attention needs half precision, so rows of max_length.
+        flat = packing.use_varlen(model, next(model.parameters()).device)
+        layout = PackLayout.for_pairs(train_pairs, t.batch_size, t.max_length, flat)
         epochs = [layout.batches(train_pairs, rng) for _ in range(t.epochs)]
     else:
         epochs = [bucketed_batches(lengths, t.batch_size, rng) for _ in range(t.epochs)]

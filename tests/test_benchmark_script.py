@@ -196,3 +196,14 @@ def test_sampling_script_tiny(tmp_path, capsys):
     rep = json.loads(out.read_text())
     assert {r["setting"] for r in rep["rows"]} == {"hf-generate", "no-cache", "kv-cache"}
     assert all(r["samples_per_s"] > 0 for r in rep["rows"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the script runs for minutes")
+def test_gpu_check_refuses_without_cuda(tmp_path):
+    import subprocess
+
+    script = SCRIPT.parent / "gpu_check.sh"
+    res = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)})
+    assert res.returncode != 0 and "no CUDA device" in res.stderr
+    assert "wrote" not in res.stdout  # it stops before any work

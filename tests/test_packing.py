@@ -164,3 +164,16 @@ def test_varlen_on_cuda_equals_padded(kind):
     for a, b in zip(ref.parameters(), ours.parameters()):
         if a.grad is not None:
             assert (b.grad - a.grad).norm() <= 5e-2 * a.grad.norm() + 1e-4
+
+
+def test_varlen_request_off_cuda_is_an_error_not_a_silent_full_attention():
+    """cu_seqlens come with a placeholder mask: if varlen cannot run, attention must refuse, not attend to all."""
+    model = _model("llama")
+    packing.enable_packed_attention(model)
+    packed = packing.pack_pairs(_pairs(2), PAD, 64)
+    with pytest.raises(RuntimeError, match="varlen attention cannot run here"):
+        model.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                         attention_mask=packed.segment[:, None, None, :1] >= 0, use_cache=False,
+                         cu_seq_lens_q=packed.cu_seqlens, cu_seq_lens_k=packed.cu_seqlens,
+                         max_length_q=packed.max_seqlen, max_length_k=packed.max_seqlen)
+    assert not packing.use_varlen(model, torch.device("cpu"))
