@@ -82,7 +82,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
-    packing: bool = True             # fixed token budgets of ~batch_size pairs, no padding (rmexp.packing); same rewards
+    packing: bool = False            # fixed token budgets, no padding (rmexp.packing); off: toy data buckets to 0.90 already
 
 
 @dataclass

@@ -6,9 +6,11 @@ model in one forward pass; the loss is `-logsigmoid(r_c - r_r - margin)` plus an
 `center_coef * mean((r_c + r_r)^2)`. After training, rewards are normalised so that the mean reward over
 the training set is 0; the offset is stored with the model and applied by `RewardModel.score`.
 
-With `train.packing` (the default) chosen and rejected sequences are packed back to back into fixed token
-budgets of about `batch_size` pairs each, attention kept inside each sequence (rmexp.packing); without it,
-batches of `batch_size` pairs are length-bucketed and right-padded. Scoring packs too (`score_texts`).
+Batches of `batch_size` pairs are length-bucketed and right-padded (the default: toy dialogues bucket to 0.90
+padding efficiency, and on CPU the packed path's block-diagonal mask costs more attention than that saves).
+With `train.packing=true` chosen and rejected sequences are packed back to back into fixed token budgets of
+about `batch_size` pairs each, attention kept inside each sequence (rmexp.packing): the path for ragged data
+and for GPUs (varlen flash attention when the model runs in half precision; static shapes for torch.compile). Scoring always packs (`score_texts`).
 """
 from __future__ import annotations
 
