@@ -104,7 +104,9 @@ class Packed:
     real_tokens: int
 
     def to(self, device) -> "Packed":
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        # Pinned host memory: the copy is queued on the stream, not a host sync that waits for the last step.
+        pin = torch.device(device).type == "cuda"
+        move = lambda t: (t.pin_memory() if pin else t).to(device, non_blocking=True)  # noqa: E731
         return Packed(move(self.input_ids), move(self.position_ids), move(self.segment), move(self.last_index),
                       move(self.cu_seqlens), self.max_seqlen, self.real_tokens)
 
