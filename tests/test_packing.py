@@ -115,9 +115,14 @@ def test_pack_layout_by_hand():
 
 def test_budget_batches_fill_and_cover():
     lengths = [(3, 4), (5, 5), (2, 2), (6, 1), (4, 4)]
-    batches = packing.budget_batches(lengths, list(range(5)), rows=2, row_len=8)
-    # by hand: pair 0 -> rows [3+4 | -], pair 1 -> row 1 holds 5, then 5 fits nowhere (1 and 3 left): close.
-    assert batches == [[0], [1, 2], [3, 4]]
+    # By hand, 2 rows x 8 tokens, no lookahead: pair 0 puts 3+4 in row 0; pair 1's 5 goes to row 1 and its
+    # second 5 fits nowhere: close [0]. Next: 5|5, then 2 and 2 (rows 3 -> 1 each); 6 fits nowhere: close
+    # [1, 2]. Last: 6+1 in row 0, 4+4 in row 1: [3, 4].
+    assert packing.budget_batches(lengths, list(range(5)), rows=2, row_len=8, lookahead=0) == [[0], [1, 2], [3, 4]]
+    # With lookahead, pair 1 is deferred and pair 2 fills the first budget: [0, 2]; then 1 (5|5, nothing else
+    # fits: 6 and 4+4 need more than the 3|3 left); then [3, 4].
+    batches = packing.budget_batches(lengths, list(range(5)), rows=2, row_len=8, lookahead=4)
+    assert batches == [[0, 2], [1], [3, 4]]
     assert sorted(i for b in batches for i in b) == list(range(5))
     for b in batches:
         assert packing.first_fit([n for i in b for n in lengths[i]], 2, 8) is not None

@@ -140,15 +140,15 @@ def test_tiny_rm_loss_pinned(trained):
 
 
 def test_tiny_rm_packed_loss_pinned(trained, tmp_path):
-    """train.packing=true: fixed token budgets of ~32 pairs (36 over 2 epochs here, not 34 batches of 32)."""
+    """train.packing=true: fixed token budgets of ~32 pairs (34 over 2 epochs here, as 34 batches of 32)."""
     cfg, base, rows, _ = trained
     cfg = cfg.copy()
     cfg.train.packing = True
     m = rm.train_reward_model(base, rows, cfg, tmp_path / "rm", progress=False).info["metrics"]
     # Measured on CPU when pinned (torch 2.13).
-    assert m["train/loss"] == pytest.approx(0.58367, abs=5e-3)
-    assert m["train/acc"] == pytest.approx(0.69188, abs=2e-2)
-    assert m["train/steps"] == 36
+    assert m["train/loss"] == pytest.approx(0.62043, abs=5e-3)
+    assert m["train/acc"] == pytest.approx(0.71033, abs=2e-2)
+    assert m["train/steps"] == 34
 
 
 def test_score_batches_by_token_budget_same_as_one_batch(trained):
