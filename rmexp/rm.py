@@ -72,6 +72,24 @@ def last_token_rewards(model, ids: torch.Tensor, lengths: torch.Tensor) -> torch
     return model.score(last).squeeze(-1).float()
 
 
+@torch.no_grad()
+def sorted_scores(model, ids: list[list[int]], pad_id: int, batch_tokens: int) -> torch.Tensor:
+    """Rewards of token sequences (input order), sorted by length and cut into right-padded batches of at most
+    `batch_tokens` tokens (padding included)."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = torch.empty(len(ids), dtype=torch.float32)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * len(ids[order[end]]) <= batch_tokens:
+            end += 1
+        idx = order[start:end]
+        x, lengths = pad_batch([ids[i] for i in idx], pad_id)
+        out[idx] = last_token_rewards(model, x, lengths).cpu()
+        start = end
+    return out
+
+
 def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: float = 0.0,
                   center_coef: float = 0.0) -> torch.Tensor:
     loss = -F.logsigmoid(r_chosen - r_rejected - margin).mean()
@@ -117,15 +135,18 @@ class RewardModel:
 
     @torch.no_grad()
     def score_texts(self, texts: list[str], batch_tokens: int = 4096) -> np.ndarray:
-        """Normalised rewards of formatted texts, packed into fixed budgets of `batch_tokens` tokens (no
-        padding, every batch the same shape; rmexp.packing)."""
+        """Normalised rewards of formatted texts, in batches of at most `batch_tokens` tokens. Packed (no
+        padding, fixed shapes; rmexp.packing) where varlen attention runs (CUDA, half precision); elsewhere
+        sorted by length and right-padded, which measured 1.36x faster than the masked packed path on CPU
+        (benchmarks/scoring.py: sorted batches are ~0.98 real tokens and need no block mask)."""
         self.model.eval()
         ids, _ = encode(self.tok, texts, self.max_length)
         if not ids:
             return np.zeros(0)
-        packing.enable_packed_attention(self.model)
-        scores = packing.packed_scores(self.model, ids, self.tok.pad_token_id, batch_tokens)
-        return scores.double().numpy() - self.offset
+        if packing.use_varlen(self.model, next(self.model.parameters()).device):
+            packing.enable_packed_attention(self.model)
+            return packing.packed_scores(self.model, ids, self.tok.pad_token_id, batch_tokens).double().numpy() - self.offset
+        return sorted_scores(self.model, ids, self.tok.pad_token_id, batch_tokens).double().numpy() - self.offset
 
     def score(self, prompts: list[str], responses: list[str], batch_tokens: int = 4096) -> np.ndarray:
         return self.score_texts([format_dialogue(self.tok, p, r) for p, r in zip(prompts, responses)], batch_tokens)
