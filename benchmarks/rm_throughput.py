@@ -20,7 +20,7 @@ in the JSON). The load average is printed: on shared cores, a competing job can 
 
 Rows:
 - rmexp / padded: rmexp's padded training step (`train.packing=false`; rmexp.rm: bucketed_batches, pair_forward =
-  chosen and rejected in one forward, pairwise_loss, AdamW (fused on CUDA), cosine schedule, grad clip 1.0,
+  chosen and rejected in one forward, pairwise_loss, fused AdamW, cosine schedule, grad clip 1.0,
   per-step .item() logging as in train_reward_model).
 - rmexp / packed: the packed step (`train.packing=true`, rmexp.packing): fixed budgets of 2 x pairs_per_step x
   max_len tokens (the memory of the largest padded batch) filled with as many pairs as fit, attention kept

@@ -10,7 +10,8 @@ Batches of `batch_size` pairs are length-bucketed and right-padded (the default:
 padding efficiency, and on CPU the packed path's block-diagonal mask costs more attention than that saves).
 With `train.packing=true` chosen and rejected sequences are packed back to back into fixed token budgets of
 about `batch_size` pairs each, attention kept inside each sequence (rmexp.packing): the path for ragged data
-and for GPUs (varlen flash attention when the model runs in half precision; static shapes for torch.compile). Scoring always packs (`score_texts`).
+and for GPUs (varlen flash attention when the model runs in half precision; static shapes for torch.compile).
+Scoring packs where varlen attention runs (`score_texts`).
 """
 from __future__ import annotations
 
@@ -137,16 +138,18 @@ class RewardModel:
     def score_texts(self, texts: list[str], batch_tokens: int = 4096) -> np.ndarray:
         """Normalised rewards of formatted texts, in batches of at most `batch_tokens` tokens. Packed (no
         padding, fixed shapes; rmexp.packing) where varlen attention runs (CUDA, half precision); elsewhere
-        sorted by length and right-padded, which measured 1.36x faster than the masked packed path on CPU
-        (benchmarks/scoring.py: sorted batches are ~0.98 real tokens and need no block mask)."""
+        sorted by length and right-padded, which measured ~1.4x faster than the masked packed path on CPU
+        (benchmarks/scoring.py: sorted batches need no block-diagonal mask)."""
         self.model.eval()
         ids, _ = encode(self.tok, texts, self.max_length)
         if not ids:
             return np.zeros(0)
         if packing.use_varlen(self.model, next(self.model.parameters()).device):
             packing.enable_packed_attention(self.model)
-            return packing.packed_scores(self.model, ids, self.tok.pad_token_id, batch_tokens).double().numpy() - self.offset
-        return sorted_scores(self.model, ids, self.tok.pad_token_id, batch_tokens).double().numpy() - self.offset
+            scores = packing.packed_scores(self.model, ids, self.tok.pad_token_id, batch_tokens)
+        else:
+            scores = sorted_scores(self.model, ids, self.tok.pad_token_id, batch_tokens)
+        return scores.double().numpy() - self.offset
 
     def score(self, prompts: list[str], responses: list[str], batch_tokens: int = 4096) -> np.ndarray:
         return self.score_texts([format_dialogue(self.tok, p, r) for p, r in zip(prompts, responses)], batch_tokens)
