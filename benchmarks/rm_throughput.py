@@ -19,11 +19,16 @@ Each row runs `--repeats` times, interleaved with the other rows, and reports it
 in the JSON). The load average is printed: on shared cores, a competing job can slow a 2-thread run 10x or more.
 
 Rows:
-- rmexp / default: rmexp's own training step (rmexp.rm: bucketed_batches, pair_forward = chosen and rejected in
-  one forward, pairwise_loss, AdamW, cosine schedule, grad clip 1.0, per-step .item() logging as in
-  train_reward_model).
-- rmexp / compile (`--compile`): the same with the base model compiled (`torch.compile`, in place). Optional;
-  a failure is printed and recorded, never fatal.
+- rmexp / padded: rmexp's padded training step (`train.packing=false`; rmexp.rm: bucketed_batches, pair_forward =
+  chosen and rejected in one forward, pairwise_loss, fused AdamW, cosine schedule, grad clip 1.0,
+  per-step .item() logging as in train_reward_model).
+- rmexp / packed: the packed step (`train.packing=true`, rmexp.packing): fixed budgets of 2 x pairs_per_step x
+  max_len tokens (the memory of the largest padded batch) filled with as many pairs as fit, attention kept
+  inside each sequence (varlen flash attention on CUDA, a block-diagonal mask elsewhere), no padding.
+- rmexp / packed+compile (`--compile`): the same with the base model compiled once (static shapes).
+- dense / ceiling (`--compile`): the same model on fixed dense [2 x pairs_per_step, max_len] batches of real
+  tokens, plain causal attention, compiled: what the hardware does with no packing overhead at all.
+  Compiled rows are optional; a failure is printed and recorded, never fatal.
 - trl / default: `trl.RewardTrainer` + `RewardConfig` defaults (gradient checkpointing ON, linear schedule,
   fused AdamW, grad clip 1.0, logging every 10 steps, random sampler), with only what parity and the benchmark
   need pinned: lr, batch size, max_steps, seed, precision, no saving/reporting/tqdm, dataloader_num_workers=0.
@@ -228,17 +233,13 @@ def _autocast(device: torch.device, precision: str):
 
 # ----------------------------------------------------------------------------------------------------------------
 # rmexp
-def run_rmexp(cfg: BenchConfig, pairs, device: torch.device, compile_model: bool = False) -> RunResult:
-    """rmexp's RM training step, as in rmexp.rm.train_reward_model, timed per step."""
+def run_rmexp(cfg: BenchConfig, pairs, device: torch.device) -> RunResult:
+    """rmexp's padded RM training step (train.packing=false), as in rmexp.rm.train_reward_model, timed per step."""
     from rmexp.rm import bucketed_batches, lr_factor, make_optimizer, train_step
 
-    res = RunResult("rmexp", "compile" if compile_model else "default")
+    res = RunResult("rmexp", "padded")
     model = build_model(cfg, cfg.seed).to(device)
     model.train()
-    if compile_model:
-        # pair_forward calls model.base_model(...) and model.score(...): compile the base model in place (the
-        # module's __call__ then runs the compiled forward); shapes vary per bucket, so dynamic shapes.
-        model.base_model.compile(dynamic=True)
     opt = make_optimizer(model, cfg.lr)
     lengths = [max(len(c), len(r)) for c, r in pairs]
     batches = bucketed_batches(lengths, cfg.pairs_per_step, random.Random(f"batches-{cfg.seed}"))
@@ -262,6 +263,94 @@ def run_rmexp(cfg: BenchConfig, pairs, device: torch.device, compile_model: bool
         padded += 2 * len(batch) * max(max(len(c), len(r)) for c, r in batch)
     res.padded_tokens = padded
     res.extra["final_loss"] = history[-1][0]
+    return _finish(res, begins, ends, tokens, cfg.warmup, cpu_ends)
+
+
+def budget_layout(cfg: BenchConfig, device: torch.device):
+    """The packed rows' fixed budget: 2 x pairs_per_step x max_len tokens, the memory of the largest padded
+    batch (one flat row under varlen attention on CUDA in bf16, rows of max_len elsewhere)."""
+    from rmexp import packing
+    from rmexp.rm import PackLayout
+
+    budget = 2 * cfg.pairs_per_step * cfg.max_len
+    flat = device.type == "cuda" and packing.varlen_attn is not None and cfg.precision == "bf16"  # = use_varlen
+    rows, row_len = (1, budget) if flat else (budget // cfg.max_len, cfg.max_len)
+    return PackLayout(rows, row_len, packing.max_segments(rows, row_len, cfg.min_len, cfg.max_len), cfg.max_len)
+
+
+def run_rmexp_packed(cfg: BenchConfig, pairs, device: torch.device, compile_model: bool = False) -> RunResult:
+    """rmexp's packed step (train.packing=true): fixed token budgets filled with as many pairs as fit, attention
+    kept inside each sequence; with `compile_model` the base model is compiled once (static shapes)."""
+    from rmexp import packing
+    from rmexp.rm import lr_factor, make_optimizer, train_step
+
+    res = RunResult("rmexp", "packed+compile" if compile_model else "packed")
+    model = build_model(cfg, cfg.seed).to(device)
+    packing.enable_packed_attention(model)
+    model.train()
+    if compile_model:
+        model.base_model.compile(dynamic=False)
+    opt = make_optimizer(model, cfg.lr)
+    layout = budget_layout(cfg, device)
+    batches = layout.batches(pairs, random.Random(f"batches-{cfg.seed}"))
+    total = len(batches)
+    warmup_lr = max(1, round(0.05 * total))
+    begins, ends, cpu_ends, tokens = [], [], [], []
+    history = []
+    _sync(device)
+    for step, batch_idx in enumerate(batches):
+        begins.append(time.perf_counter())
+        batch = [pairs[i] for i in batch_idx]
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, total, warmup_lr, "cosine")
+        loss, rc, rr = train_step(model, opt, batch, PAD_ID, grad_clip=1.0, autocast=_autocast(device, cfg.precision),
+                                  layout=layout)
+        history.append((loss.item(), (rc > rr).float().mean().item(), (rc - rr).mean().item()))
+        _sync(device)
+        ends.append(time.perf_counter())
+        cpu_ends.append(time.process_time())
+        tokens.append(real_tokens(batch))
+    res.padded_tokens = total * layout.rows * layout.row_len
+    res.extra.update(final_loss=history[-1][0], budget_tokens=layout.rows * layout.row_len, rows=layout.rows,
+                     pairs_per_step_mean=len(pairs) / total)
+    return _finish(res, begins, ends, tokens, cfg.warmup, cpu_ends)
+
+
+def run_dense(cfg: BenchConfig, device: torch.device, compile_model: bool = True) -> RunResult:
+    """The ceiling: the same model on fixed dense [2 x pairs_per_step, max_len] batches (every token real, plain
+    causal attention, no mask), compiled, same optimizer and step; as many steps as the packed row runs."""
+    from rmexp.rm import lr_factor, make_optimizer, pairwise_loss
+
+    res = RunResult("dense", "ceiling")
+    model = build_model(cfg, cfg.seed).to(device)
+    model.train()
+    if compile_model:  # always, except in the structure test
+        model.base_model.compile(dynamic=False)
+    opt = make_optimizer(model, cfg.lr)
+    rows = 2 * cfg.pairs_per_step
+    steps = cfg.total_steps
+    g = torch.Generator().manual_seed(cfg.seed)
+    begins, ends, cpu_ends, tokens = [], [], [], []
+    _sync(device)
+    for step in range(steps):
+        begins.append(time.perf_counter())
+        ids = torch.randint(FIRST_TOKEN_ID, cfg.vocab, (rows, cfg.max_len), generator=g).to(device)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, steps, 1, "cosine")
+        with _autocast(device, cfg.precision):
+            hidden = model.base_model(input_ids=ids, use_cache=False)[0][:, -1]
+            r = model.score(hidden).squeeze(-1).float()
+        loss = pairwise_loss(r[:cfg.pairs_per_step], r[cfg.pairs_per_step:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss.item()
+        _sync(device)
+        ends.append(time.perf_counter())
+        cpu_ends.append(time.process_time())
+        tokens.append(rows * cfg.max_len)
+    res.padded_tokens = sum(tokens)
     return _finish(res, begins, ends, tokens, cfg.warmup, cpu_ends)
 
 
@@ -406,11 +495,13 @@ def run_benchmark(cfg: BenchConfig, compile_model: bool = False, repeats: int = 
     device = resolve_device(cfg)
     pairs = make_pairs(cfg)
     load_start = os.getloadavg()
-    runners = [("rmexp", "default", lambda: run_rmexp(cfg, pairs, device)),
+    runners = [("rmexp", "padded", lambda: run_rmexp(cfg, pairs, device)),
+               ("rmexp", "packed", lambda: run_rmexp_packed(cfg, pairs, device)),
                ("trl", "default", lambda: run_trl(cfg, pairs, device)),
                ("trl", "no-grad-ckpt", lambda: run_trl(cfg, pairs, device, gradient_checkpointing=False))]
     if compile_model:
-        runners.append(("rmexp", "compile", lambda: run_rmexp(cfg, pairs, device, compile_model=True)))
+        runners.append(("rmexp", "packed+compile", lambda: run_rmexp_packed(cfg, pairs, device, compile_model=True)))
+        runners.append(("dense", "ceiling", lambda: run_dense(cfg, device)))
     runs: dict[tuple[str, str], list[RunResult]] = {(i, s): [] for i, s, _ in runners}
     t_all = time.perf_counter()
     skip = set()
@@ -436,7 +527,7 @@ def run_benchmark(cfg: BenchConfig, compile_model: bool = False, repeats: int = 
             tps = f"{r.tokens_per_s:,.0f} tok/s" if r.tokens_per_s else "failed"
             log(f"  repeat {rep + 1}/{repeats} {impl:5s} {setting:13s} {tps:>16s}  ({time.perf_counter() - t0:.1f}s "
                 f"incl. setup, load {os.getloadavg()[0]:.2f})")
-            if r.error and setting == "compile":
+            if r.error and (setting.endswith("compile") or impl == "dense"):
                 skip.add((impl, setting))  # a compile failure is reported once, not retried
     rows = []
     for (impl, setting), rs in runs.items():
@@ -507,6 +598,17 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def ratio_line(report: dict) -> str:
+    """The headline: rmexp packed vs TRL's defaults, and (with --compile) packed+compile vs the dense ceiling."""
+    tps = {(r["impl"], r["setting"]): r["tokens_per_s"] for r in report["rows"]}
+    parts = []
+    for a, b in ((("rmexp", "packed"), ("trl", "default")), (("rmexp", "packed+compile"), ("trl", "default")),
+                 (("rmexp", "packed+compile"), ("trl", "no-grad-ckpt")), (("rmexp", "packed+compile"), ("dense", "ceiling"))):
+        if tps.get(a) and tps.get(b):
+            parts.append(f"{' '.join(a)} / {' '.join(b)} = {tps[a] / tps[b]:.2f}x")
+    return "ratio: " + ("; ".join(parts) if parts else "n/a (a row failed)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -527,7 +629,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"(default: {DEFAULT_REPEATS})")
     p.add_argument("--budget-s", type=float, dest="budget_s",
                    help=f"start no new round of repeats after this many seconds (default: {DEFAULT_BUDGET_S})")
-    p.add_argument("--compile", action="store_true", help="also measure rmexp with torch.compile (separate row)")
+    p.add_argument("--compile", action="store_true", help="also measure rmexp packed+compile and the dense ceiling "
+                   "(both compiled once, static shapes)")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     a = p.parse_args(argv)
     overrides = {k: getattr(a, k) for k in ("steps", "warmup", "pairs_per_step", "min_len", "max_len", "hidden",
@@ -548,7 +651,9 @@ def main(argv: list[str] | None = None) -> int:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(report, indent=2))
         print(f"\nwrote {a.json}")
-    required_failed = [r for r in report["rows"] if r["tokens_per_s"] is None and r["setting"] != "compile"]
+    print(ratio_line(report))  # the last line
+    required_failed = [r for r in report["rows"] if r["tokens_per_s"] is None and not r["setting"].endswith("compile")
+                       and r["impl"] != "dense"]
     return 1 if required_failed else 0
 
 

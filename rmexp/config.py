@@ -86,6 +86,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
+    packing: bool = False            # fixed token budgets, no padding (rmexp.packing); off: toy data buckets to 0.90 already
 
 
 def _default_rm() -> Dict[str, Any]:

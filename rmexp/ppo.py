@@ -32,6 +32,7 @@ from torch import Tensor
 
 from rmexp import guards
 from rmexp.plots import save_figure
+from rmexp.sampling import generate as kv_generate
 
 # ==================================================================================================
 # Primitives (pure tensor functions; tested in tests/test_ppo_math.py)
@@ -415,7 +416,10 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
 
     Prompts of different lengths share one right-padded buffer; row i's next token is read from the logits at
     its own last position. T is max_new_tokens, or fewer when every row has ended. Draws are made on the CPU
-    `generator` whatever the model's device, so a seed gives the same stream everywhere."""
+    `generator` whatever the model's device, so a seed gives the same stream everywhere.
+
+    The cache-free reference: rollouts use `rmexp.sampling.generate` (KV cache, same draws; tests/test_sampling.py
+    checks the two agree token for token)."""
     dev = next(model.parameters()).device
     B = len(queries)
     q_len = torch.tensor([len(q) for q in queries], device=dev)
@@ -464,7 +468,7 @@ def rollout(policy, ref, tok, prompts: list[str], temperature: float, max_new_to
     parts = []
     for s in range(0, len(prompts), chunk):
         queries = [prompt_ids(tok, p) for p in prompts[s:s + chunk]]
-        raw = generate(policy, queries, max_new_tokens, temperature, tok.eos_token_id, tok.pad_token_id, generator)
+        raw = kv_generate(policy, queries, max_new_tokens, temperature, tok.eos_token_id, tok.pad_token_id, generator)
         response, mask, has_eos = truncate_after_eos(raw, tok.eos_token_id, tok.pad_token_id)
         ids, attn, q_len = join_sequences(queries, response, mask, tok.pad_token_id)
         parts.append((ids, attn, q_len, response, mask, has_eos))

@@ -214,28 +214,14 @@ def policy_path(name: str, world: World, cache_dir: str | Path, progress: bool =
     return model_path(cfg, world, cache_dir, progress), cfg
 
 
-@torch.no_grad()
 def sample(model, tok, prompts: list[str], n: int, temperature: float, max_new_tokens: int,
            seed: int) -> list[list[str]]:
-    """n sampled responses per prompt. Prompts are grouped by token length, so no padding is needed."""
-    model.eval()
-    encoded = [tok(chat_text(p), add_special_tokens=False)["input_ids"] for p in prompts]
-    out: list[list[str]] = [[] for _ in prompts]
-    by_len: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_len.setdefault(len(ids), []).append(i)
-    for length in sorted(by_len):
-        idx = by_len[length]
-        torch.manual_seed(seed + length)
-        x = torch.tensor([encoded[i] for i in idx])
-        gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=True,
-                             temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                             num_return_sequences=n, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id)
-        texts = tok.batch_decode(gen[:, length:], skip_special_tokens=True)
-        for j, i in enumerate(idx):
-            out[i] = [t.strip() for t in texts[j * n:(j + 1) * n]]
-    return out
+    """n sampled responses per prompt: one left-padded batch with a KV cache (rmexp.sampling), drawn from a
+    generator seeded with `seed` (same seed, same samples)."""
+    from rmexp.sampling import sample_texts
+
+    queries = [tok(chat_text(p), add_special_tokens=False)["input_ids"] for p in prompts]
+    return sample_texts(model, tok, queries, n, temperature, max_new_tokens, seed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,8 +70,26 @@ def test_rmexp_counts_real_tokens(bench, small):
     cfg, pairs, expected = small
     torch.set_num_threads(1)
     res = bench.run_rmexp(cfg, pairs, torch.device("cpu"))
-    assert (res.impl, res.setting) == ("rmexp", "default")
+    assert (res.impl, res.setting) == ("rmexp", "padded")
     _check(res, cfg, expected)
+
+
+def test_rmexp_packed_counts_real_tokens_in_fixed_budgets(bench, small):
+    cfg, pairs, expected = small
+    torch.set_num_threads(1)
+    res = bench.run_rmexp_packed(cfg, pairs, torch.device("cpu"))
+    assert (res.impl, res.setting) == ("rmexp", "packed")
+    # one pass over the same pairs, in budgets of 2 x 3 pairs x 9 tokens: every step holds >= 54 / 18 = 3 pairs
+    assert res.total_tokens == expected and res.extra["budget_tokens"] == 2 * 3 * 9
+    assert res.padded_tokens == res.total_steps * 54 and res.extra["pairs_per_step_mean"] >= 3
+    assert res.total_steps == res.warmup_steps + res.steps and res.tokens_per_s > 0
+
+
+def test_dense_ceiling_counts_full_batches(bench, small):
+    cfg, _, _ = small
+    res = bench.run_dense(cfg, torch.device("cpu"), compile_model=False)
+    assert res.total_steps == cfg.warmup + cfg.steps
+    assert res.total_tokens == res.padded_tokens == res.total_steps * 2 * 3 * 9  # every token real
 
 
 @pytest.mark.parametrize("gc", [None, False])
@@ -96,6 +114,7 @@ def test_main_writes_json(bench, small, tmp_path, capsys):
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
     assert "ratio vs TRL default" in printed and "load avg" in printed
+    assert printed.strip().splitlines()[-1].startswith("ratio: rmexp packed / trl default = ")
     rep = json.loads(out.read_text())
     for key in ("benchmark", "date", "preset", "config", "device", "device_type", "versions", "threads",
                 "loadavg_start", "loadavg_end", "data", "rows", "repeats", "warnings"):
@@ -103,8 +122,8 @@ def test_main_writes_json(bench, small, tmp_path, capsys):
     assert set(rep["versions"]) >= {"torch", "transformers", "trl"}
     assert rep["threads"] == 1 and len(rep["loadavg_start"]) == 3
     assert rep["data"]["real_tokens"] == expected
-    assert {(r["impl"], r["setting"]) for r in rep["rows"]} == {("rmexp", "default"), ("trl", "default"),
-                                                                 ("trl", "no-grad-ckpt")}
+    assert {(r["impl"], r["setting"]) for r in rep["rows"]} == {("rmexp", "padded"), ("rmexp", "packed"),
+                                                                 ("trl", "default"), ("trl", "no-grad-ckpt")}
     for r in rep["rows"]:
         for key in ("impl", "setting", "steps", "tokens_per_s", "ratio_vs_trl_default", "total_tokens",
                     "timed_tokens", "seconds", "step_window_tokens_per_s", "padding_efficiency", "error"):
@@ -116,23 +135,28 @@ def test_main_writes_json(bench, small, tmp_path, capsys):
 
 def test_compile_failure_is_reported_not_fatal(bench, small, monkeypatch):
     cfg, _, _ = small
-    orig = bench.run_rmexp
+    orig = bench.run_rmexp_packed
 
     def broken(cfg, pairs, device, compile_model=False):
         if compile_model:
             raise RuntimeError("no compiler here")
         return orig(cfg, pairs, device)
 
-    monkeypatch.setattr(bench, "run_rmexp", broken)
+    def broken_dense(cfg, device, compile_model=True):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(bench, "run_rmexp_packed", broken)
+    monkeypatch.setattr(bench, "run_dense", broken_dense)
     monkeypatch.setattr(bench, "run_trl", lambda cfg, pairs, device, gradient_checkpointing=None:
                         bench.RunResult("trl", "default" if gradient_checkpointing is None else "no-grad-ckpt",
                                         error="skipped in this test"))
     rep = bench.run_benchmark(cfg, compile_model=True, repeats=1, log=lambda *a: None)
     rows = {(r["impl"], r["setting"]): r for r in rep["rows"]}
-    assert rows[("rmexp", "compile")]["tokens_per_s"] is None
-    assert "no compiler here" in rows[("rmexp", "compile")]["error"]
-    assert rows[("rmexp", "default")]["tokens_per_s"] > 0
+    for key in (("rmexp", "packed+compile"), ("dense", "ceiling")):
+        assert rows[key]["tokens_per_s"] is None and "no compiler here" in rows[key]["error"]
+    assert rows[("rmexp", "packed")]["tokens_per_s"] > 0 and rows[("rmexp", "padded")]["tokens_per_s"] > 0
     assert "FAILED" in bench.format_table(rep)
+    assert bench.ratio_line(rep) == "ratio: n/a (a row failed)"  # the TRL rows were skipped here
 
 
 def test_bad_preset_is_one_clear_error(bench):
@@ -140,3 +164,46 @@ def test_bad_preset_is_one_clear_error(bench):
         bench.make_config("nope")
     with pytest.raises(ValueError, match="precision"):
         bench.make_config("cpu-tiny", precision="fp8")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", SCRIPT.parent / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scoring_script_tiny(tmp_path, capsys):
+    out = tmp_path / "s.json"
+    argv = ["--n-texts", "40", "--batch", "8", "--budget", "256", "--hidden", "32", "--layers", "1", "--heads", "2",
+            "--kv-heads", "1", "--intermediate", "64", "--vocab", "64", "--repeats", "1", "--threads", "1",
+            "--json", str(out)]
+    assert _load("scoring").main(argv) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio rmexp sorted (what score_texts")
+    rep = json.loads(out.read_text())
+    assert [(r["impl"], r["setting"]) for r in rep["rows"]] == [("padded", "fixed"), ("rmexp", "sorted"),
+                                                                ("rmexp", "packed")]
+    assert all(r["max_abs_diff_vs_padded"] < 1e-4 for r in rep["rows"])  # the same scores, however batched
+    assert rep["n_texts"] == 40 and rep["ratio"] > 0
+
+
+def test_sampling_script_tiny(tmp_path, capsys):
+    out = tmp_path / "g.json"
+    argv = ["--prompts", "3", "--n", "2", "--max-new-tokens", "3", "--hidden", "16", "--layers", "1", "--heads", "2",
+            "--vocab", "40", "--repeats", "1", "--threads", "1", "--json", str(out)]
+    assert _load("sampling").main(argv) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio rmexp kv-cache / before hf-generate")
+    rep = json.loads(out.read_text())
+    assert {r["setting"] for r in rep["rows"]} == {"hf-generate", "no-cache", "kv-cache"}
+    assert all(r["samples_per_s"] > 0 for r in rep["rows"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the script runs for minutes")
+def test_gpu_check_refuses_without_cuda(tmp_path):
+    import subprocess
+
+    script = SCRIPT.parent / "gpu_check.sh"
+    res = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)})
+    assert res.returncode != 0 and "no CUDA device" in res.stderr
+    assert "wrote" not in res.stdout  # it stops before any work

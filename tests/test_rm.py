@@ -135,7 +135,20 @@ def test_tiny_rm_loss_pinned(trained):
     # Measured on CPU when pinned (torch 2.13): 0.66142 (log 2 = 0.6931 is a constant RM's loss).
     assert m["train/loss"] == pytest.approx(0.66142, abs=5e-3)
     assert m["train/acc"] == pytest.approx(0.69926, abs=2e-2)
+    assert m["train/steps"] == 34  # ceil(540 / 32) per epoch
     assert m["train/n_pairs"] + m["eval/n"] == 600
+
+
+def test_tiny_rm_packed_loss_pinned(trained, tmp_path):
+    """train.packing=true: fixed token budgets of ~32 pairs (34 over 2 epochs here, as 34 batches of 32)."""
+    cfg, base, rows, _ = trained
+    cfg = cfg.copy()
+    cfg.train.packing = True
+    m = rm.train_reward_model(base, rows, cfg, tmp_path / "rm", progress=False).info["metrics"]
+    # Measured on CPU when pinned (torch 2.13).
+    assert m["train/loss"] == pytest.approx(0.62043, abs=5e-3)
+    assert m["train/acc"] == pytest.approx(0.71033, abs=2e-2)
+    assert m["train/steps"] == 34
 
 
 def test_score_batches_by_token_budget_same_as_one_batch(trained):

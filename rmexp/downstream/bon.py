@@ -26,13 +26,14 @@ def policy_samples(cfg, world, cache: Path, progress: bool):
     from rmexp import zoo
     from rmexp.cache import cached, content_id, write_json
     from rmexp.config import config_hash, torch_threads
+    from rmexp.sampling import SAMPLER_VERSION
     from rmexp.world.core import WORLD_VERSION
 
     pol, n = cfg.downstream.policy, cfg.downstream.bon.n_samples
     path, pcfg = zoo.policy_path(pol.model, world, cache, progress)
     prompts = eval_prompts(world, cfg.downstream.bon.prompts_per_domain)
     key = config_hash(content_id(path), world.seed, WORLD_VERSION, SAMPLES_VERSION, pol.temperature,
-                      pol.max_new_tokens, n, [p.key for p in prompts], torch_threads())
+                      pol.max_new_tokens, n, [p.key for p in prompts], torch_threads(), SAMPLER_VERSION)
 
     def draw(folder: Path) -> None:
         model, tok = zoo.load_causal_lm(path)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One prepared GPU check, < 8 minutes on one H100/H200:
+#   1. the packed-vs-padded equivalence tests on CUDA (varlen flash attention, bf16; Llama, Qwen2, GPT-2 shapes)
+#   2. benchmarks/rm_throughput.py --preset gpu --compile (rmexp padded / packed / packed+compile, TRL default and
+#      without gradient checkpointing, the dense compiled ceiling; Qwen2-0.5B shape, bf16), one run
+# and writes both to benchmarks/results/<date>-<card>.json. Usage, from anywhere:
+#   bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to pick the interpreter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
+card=$("$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))")
+slug=$(echo "$card" | tr -c 'A-Za-z0-9\n' '-' | tr -s '-' | sed 's/-$//')
+day=$(date -u +%F)
+out="benchmarks/results/${day}-${slug}.json"
+tmp=$(mktemp -d)
+mkdir -p benchmarks/results
+echo "card: $card -> $out"
+
+set +e
+timeout 120 "$PY" -m pytest -q -rs tests/test_packing.py -k "cuda" -p no:cacheprovider >"$tmp/equivalence.txt" 2>&1
+eq_rc=$?
+timeout 330 "$PY" benchmarks/rm_throughput.py --preset gpu --compile --json "$tmp/rm_gpu.json" >"$tmp/rm_gpu.txt" 2>&1
+rm_rc=$?
+set -e
+tail -n 5 "$tmp/equivalence.txt"
+tail -n 14 "$tmp/rm_gpu.txt"
+
+"$PY" - "$tmp" "$out" "$card" "$eq_rc" "$rm_rc" <<'PYEOF'
+import json, pathlib, re, sys
+tmp, out, card, eq_rc, rm_rc = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+eq = (tmp / "equivalence.txt").read_text()
+passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", eq)) else 0
+skipped = int(m.group(1)) if (m := re.search(r"(\d+) skipped", eq)) else 0
+report = {"card": card, "equivalence": {"rc": eq_rc, "passed": passed, "skipped": skipped, "ok": eq_rc == 0 and passed >= 3 and skipped == 0,
+                                        "output_tail": eq[-3000:]},
+          "rm_throughput": {"rc": rm_rc, "output_tail": (tmp / "rm_gpu.txt").read_text()[-6000:]}}
+if (tmp / "rm_gpu.json").exists():
+    report["rm_throughput"]["report"] = json.loads((tmp / "rm_gpu.json").read_text())
+pathlib.Path(out).write_text(json.dumps(report, indent=1))
+print(f"wrote {out}: equivalence {'OK' if report['equivalence']['ok'] else 'FAILED'} ({passed} passed, {skipped} skipped), "
+      f"rm_throughput rc={rm_rc}")
+sys.exit(0 if report["equivalence"]["ok"] and rm_rc == 0 else 1)
+PYEOF

@@ -1,0 +1,150 @@
+"""RM scoring throughput: rmexp's packed scoring vs padded fixed-size batches, same model and same texts.
+
+    python benchmarks/scoring.py --preset cpu-tiny          # here, 2 CPU cores
+    python benchmarks/scoring.py --preset gpu               # one CUDA GPU (Qwen2-0.5B shape, bf16)
+
+Workload: the Qwen2-shaped RM of benchmarks/rm_throughput.py (random init), `n_texts` token sequences with
+lengths uniform in [min_len, max_len], scored once each (no gradients). Rows:
+- padded / fixed: batches of `batch` sequences in the given order, right-padded to the longest of the batch,
+  reward at the last real token (`rmexp.rm.last_token_rewards`): what a plain scoring loop does.
+- rmexp / sorted: `rmexp.rm.sorted_scores`, RewardModel.score_texts without varlen attention (CPU): sorted by
+  length, right-padded batches of at most `budget` tokens.
+- rmexp / packed: `rmexp.packing.packed_scores`, RewardModel.score_texts with varlen attention (CUDA, bf16):
+  longest first, first fit into fixed budgets of `budget` tokens, no padding, attention kept inside each
+  sequence (on CPU it runs with a block-diagonal mask).
+Metric: sequences per second (and real tokens per second); best of `--repeats` (shared cores). The rows'
+scores are checked to agree (max abs difference printed). The last line holds the ratios of both rmexp rows to
+padded fixed, and names the one RewardModel.score_texts uses on this device.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+PRESETS = {
+    "cpu-tiny": dict(n_texts=2048, batch=32, budget=4096, precision="fp32"),
+    "gpu": dict(n_texts=4096, batch=32, budget=65536, precision="bf16"),
+}
+
+
+def _throughput_module():
+    spec = importlib.util.spec_from_file_location("rm_throughput_for_scoring", HERE / "rm_throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make_texts(n: int, min_len: int, max_len: int, vocab: int, first: int, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(first, vocab, size=int(rng.integers(min_len, max_len + 1))).tolist() for _ in range(n)]
+
+
+@torch.no_grad()
+def score_padded(model, seqs, batch: int, pad_id: int, autocast) -> torch.Tensor:
+    from rmexp.rm import last_token_rewards, pad_batch
+
+    out = []
+    for i in range(0, len(seqs), batch):
+        ids, lengths = pad_batch(seqs[i:i + batch], pad_id)
+        with autocast:
+            out.append(last_token_rewards(model, ids, lengths).cpu())
+    return torch.cat(out)
+
+
+def score_sorted(model, seqs, budget: int, pad_id: int, autocast) -> torch.Tensor:
+    from rmexp.rm import sorted_scores
+
+    with autocast:
+        return sorted_scores(model, seqs, pad_id, budget)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="cpu-tiny", choices=sorted(PRESETS))
+    p.add_argument("--n-texts", type=int, dest="n_texts")
+    p.add_argument("--batch", type=int, help="sequences per padded batch")
+    p.add_argument("--budget", type=int, help="tokens per packed batch")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path)
+    for name in ("hidden", "layers", "heads", "kv-heads", "intermediate", "vocab", "min-len", "max-len"):
+        p.add_argument(f"--{name}", type=int, dest=name.replace("-", "_"))
+    p.add_argument("--device", help="auto | cpu | cuda (preset default)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    tp = _throughput_module()
+    preset = {**PRESETS[a.preset], **{k: v for k, v in vars(a).items() if k in PRESETS[a.preset] and v is not None}}
+    shape = {k: getattr(a, k) for k in ("hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "min_len",
+                                        "max_len", "device")}
+    cfg = tp.make_config(a.preset, precision=preset["precision"], **shape)
+    device = tp.resolve_device(cfg)
+    from rmexp import packing
+
+    model = tp.build_model(cfg, cfg.seed).to(device).eval()
+    packing.enable_packed_attention(model)  # unpacked calls fall back to transformers' SDPA path
+    seqs = make_texts(preset["n_texts"], cfg.min_len, cfg.max_len, cfg.vocab, tp.FIRST_TOKEN_ID, cfg.seed)
+    tokens = sum(map(len, seqs))
+    autocast = lambda: tp._autocast(device, cfg.precision)  # noqa: E731
+    rows = {
+        ("padded", "fixed"): lambda: score_padded(model, seqs, preset["batch"], tp.PAD_ID, autocast()),
+        ("rmexp", "sorted"): lambda: score_sorted(model, seqs, preset["budget"], tp.PAD_ID, autocast()),
+        ("rmexp", "packed"): lambda: packing.packed_scores(model, seqs, tp.PAD_ID, preset["budget"], autocast()),
+    }
+    for fn in rows.values():  # untimed: first calls pay for allocations and kernel selection
+        fn()
+    load_start = os.getloadavg()
+    times: dict = {k: [] for k in rows}
+    scores = {}
+    for _ in range(a.repeats):  # interleaved, best of: load only ever slows a run down
+        for key, fn in rows.items():
+            tp._sync(device)
+            t0 = time.perf_counter()
+            scores[key] = fn()
+            tp._sync(device)
+            times[key].append(time.perf_counter() - t0)
+    load_end = os.getloadavg()
+    ref = scores[("padded", "fixed")]
+    report = {"benchmark": "scoring", "preset": a.preset, "device": tp.device_name(device), "config": preset,
+              "shape": {k: getattr(cfg, k) for k in ("hidden", "layers", "heads", "kv_heads", "vocab", "min_len",
+                                                      "max_len")},
+              "n_texts": len(seqs), "tokens": tokens, "loadavg_start": load_start, "loadavg_end": load_end,
+              "threads": torch.get_num_threads(), "rows": []}
+    for (impl, setting), ts in times.items():
+        best = min(ts)
+        report["rows"].append({"impl": impl, "setting": setting, "seconds": best, "repeats_seconds": ts,
+                               "texts_per_s": len(seqs) / best, "tokens_per_s": tokens / best,
+                               "max_abs_diff_vs_padded": float((scores[(impl, setting)] - ref).abs().max())})
+    base = report["rows"][0]["texts_per_s"]
+    la = lambda x: "/".join(f"{v:.2f}" for v in x)  # noqa: E731
+    print(f"RM scoring  preset={a.preset}  device: {report['device']}  threads: {report['threads']}  load avg "
+          f"start {la(load_start)}, end {la(load_end)}")
+    print(f"model: Qwen2 {report['shape']}, {cfg.precision}; {len(seqs)} texts, {tokens} tokens, padded batch "
+          f"{preset['batch']}, packed budget {preset['budget']} tokens, best of {a.repeats}")
+    print(f"{'impl':6} | {'setting':7} | {'texts/s':>10} | {'tokens/s':>12} | {'vs padded fixed':>15} | max |diff|")
+    for r in report["rows"]:
+        print(f"{r['impl']:6} | {r['setting']:7} | {r['texts_per_s']:>10,.0f} | {r['tokens_per_s']:>12,.0f} | "
+              f"{r['texts_per_s'] / base:>14.2f}x | {r['max_abs_diff_vs_padded']:.1e}")
+    varlen = device.type == "cuda" and cfg.precision == "bf16" and packing.varlen_attn is not None  # = use_varlen
+    used = "packed" if varlen else "sorted"
+    ratios = {r["setting"]: r["texts_per_s"] / base for r in report["rows"] if r["impl"] == "rmexp"}
+    report["ratio"], report["score_texts_uses"] = ratios[used], used
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(report, indent=1))
+    print(f"ratio rmexp {used} (what score_texts runs here) / padded fixed = {ratios[used]:.2f}x; "
+          f"rmexp sorted = {ratios['sorted']:.2f}x, rmexp packed = {ratios['packed']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Packed forward passes equal the padded ones: rewards, the pairwise loss and its gradients.
+
+The reference is `rmexp.rm.pair_forward` (right-padded rows, transformers' own SDPA masks). Packing that let
+chosen attend to rejected, or that kept positions running across sequences, changes every reward after the
+first sequence of a row; `test_leaky_packing_is_caught` shows these checks catch exactly that.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, GPT2Config, LlamaConfig, Qwen2Config
+
+from rmexp import packing, rm
+
+PAD = 0
+
+
+def _model(kind: str, seed: int = 0):
+    common = dict(vocab_size=97, pad_token_id=PAD, num_labels=1)
+    if kind == "llama":
+        cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=4, max_position_embeddings=128, **common)
+    elif kind == "qwen2":  # grouped-query attention, as Qwen2-0.5B (14 heads, 2 kv heads)
+        cfg = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=128, **common)
+    else:  # absolute position embeddings: positions must restart per sequence
+        cfg = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0,
+                         attn_pdrop=0.0, **common)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.float32)
+    model.config.pad_token_id = PAD
+    return model.eval()
+
+
+def _pairs(n: int = 5, seed: int = 0, lo: int = 3, hi: int = 20):
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda: torch.randint(1, 97, (int(torch.randint(lo, hi + 1, (1,), generator=g)),), generator=g).tolist()  # noqa: E731
+    return [(rand(), rand()) for _ in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("row_len", [24, 64])  # several rows / everything in few rows
+def test_packed_rewards_loss_and_grads_equal_padded(kind, row_len):
+    pairs = _pairs()
+    ref = _model(kind)
+    ref.set_attn_implementation("sdpa")
+    ours = copy.deepcopy(ref)
+    packing.enable_packed_attention(ours)
+    rc0, rr0 = rm.pair_forward(ref, pairs, PAD)
+    loss0 = rm.pairwise_loss(rc0, rr0, margin=0.1, center_coef=0.01)
+    loss0.backward()
+    packed = packing.pack_pairs(pairs, PAD, row_len)
+    assert packed.input_ids.shape[1] == row_len and packed.real_tokens == sum(len(c) + len(r) for c, r in pairs)
+    rc1, rr1 = packing.packed_pair_rewards(ours, packed)
+    loss1 = rm.pairwise_loss(rc1, rr1, margin=0.1, center_coef=0.01)
+    loss1.backward()
+    torch.testing.assert_close(rc1, rc0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rr1, rr0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss1, loss0, atol=1e-6, rtol=1e-6)
+    for (name, a), b in zip(ref.named_parameters(), ours.parameters()):
+        if a.grad is None:
+            assert b.grad is None or not b.grad.any(), name
+            continue
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+    # each reward also equals the model run on that sequence alone (no batching at all)
+    with torch.no_grad():
+        c, r = pairs[3]
+        alone = rm.last_token_rewards(ref, torch.tensor([c]), torch.tensor([len(c)]))
+    torch.testing.assert_close(rc1[3].detach(), alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_packed_scores_equal_one_at_a_time(kind):
+    model = _model(kind)
+    seqs = [s for pair in _pairs(9, seed=3) for s in pair]
+    with torch.no_grad():
+        alone = torch.cat([rm.last_token_rewards(model, torch.tensor([s]), torch.tensor([len(s)])) for s in seqs])
+    packing.enable_packed_attention(model)
+    for budget in (40, 64, 1000):  # one sequence a row .. everything in one batch
+        torch.testing.assert_close(packing.packed_scores(model, seqs, PAD, budget), alone, atol=1e-5, rtol=1e-5)
+
+
+def test_leaky_packing_is_caught():
+    """Control: one causal mask over the whole row (chosen sees rejected) and running positions disagree."""
+    pairs = _pairs(2, hi=10)
+    model = _model("gpt2")
+    packing.enable_packed_attention(model)
+    packed = packing.pack_pairs(pairs, PAD, 64)
+    assert packed.input_ids.shape[0] == 1
+    with torch.no_grad():
+        good = packing.packed_rewards(model, packed)
+        out = model.base_model(input_ids=packed.input_ids, use_cache=False)[0].reshape(-1, 32)
+        leaky = model.score(out[packed.last_index]).squeeze(-1)
+    torch.testing.assert_close(good[0], leaky[0], atol=1e-5, rtol=1e-5)  # the first sequence sees no other
+    assert (good[1:] - leaky[1:]).abs().min() > 1e-3
+
+
+def test_pack_layout_by_hand():
+    seqs = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    p = packing.pack_sequences(seqs, rows=2, row_len=5, pad_id=0, max_segments=6)
+    # first fit: [5 6 7 8 9] in row 0, [10 11 12 13 pad] in row 1
+    assert p.input_ids.tolist() == [[5, 6, 7, 8, 9], [10, 11, 12, 13, 0]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0]]
+    assert p.segment.tolist() == [[0, 0, 0, 1, 1], [2, 2, 2, 2, -1]]
+    assert p.last_index.tolist() == [2, 4, 8]
+    assert p.cu_seqlens.tolist() == [0, 3, 5, 9, 10, 10, 10]  # pad tail is a segment; then empty ones
+    m = packing.block_causal_mask(p.segment)[:, 0]
+    assert m[0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 1, 1]]
+    assert m[1, 4].int().tolist() == [0, 0, 0, 0, 1]  # pad sees only itself
+    with pytest.raises(ValueError, match="do not fit"):
+        packing.pack_sequences(seqs, rows=1, row_len=5, pad_id=0)
+
+
+def test_budget_batches_fill_and_cover():
+    lengths = [(3, 4), (5, 5), (2, 2), (6, 1), (4, 4)]
+    # By hand, 2 rows x 8 tokens, no lookahead: pair 0 puts 3+4 in row 0; pair 1's 5 goes to row 1 and its
+    # second 5 fits nowhere: close [0]. Next: 5|5, then 2 and 2 (rows 3 -> 1 each); 6 fits nowhere: close
+    # [1, 2]. Last: 6+1 in row 0, 4+4 in row 1: [3, 4].
+    assert packing.budget_batches(lengths, list(range(5)), rows=2, row_len=8, lookahead=0) == [[0], [1, 2], [3, 4]]
+    # With lookahead, pair 1 is deferred and pair 2 fills the first budget: [0, 2]; then 1 (5|5, nothing else
+    # fits: 6 and 4+4 need more than the 3|3 left); then [3, 4].
+    batches = packing.budget_batches(lengths, list(range(5)), rows=2, row_len=8, lookahead=4)
+    assert batches == [[0, 2], [1], [3, 4]]
+    assert sorted(i for b in batches for i in b) == list(range(5))
+    for b in batches:
+        assert packing.first_fit([n for i in b for n in lengths[i]], 2, 8) is not None
+    with pytest.raises(ValueError, match="does not fit"):
+        packing.budget_batches([(9, 1)], [0], rows=1, row_len=8)
+
+
+def test_fused_and_plain_adamw_agree_to_ulps():
+    """Same arithmetic: after 30 steps of RM training the parameters differ by float rounding only."""
+    pairs = _pairs(8, seed=1)
+    a = _model("llama")
+    a.train()
+    b = copy.deepcopy(a)
+    oa = rm.make_optimizer(a, 2e-3, fused=False)
+    ob = rm.make_optimizer(b, 2e-3, fused=True)
+    assert ob.defaults["fused"] and not oa.defaults["fused"]
+    for step in range(30):
+        batch = pairs[step % 2 * 4:][:4]
+        rm.train_step(a, oa, batch, PAD)
+        rm.train_step(b, ob, batch, PAD)
+    moved = max((p - q).abs().max().item() for p, q in zip(a.parameters(), _model("llama").parameters()))
+    diff = max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
+    assert moved > 1e-2  # training really moved the weights
+    assert diff < 1e-5, diff
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or packing.varlen_attn is None, reason="needs CUDA and varlen_attn")
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
+def test_varlen_on_cuda_equals_padded(kind):
+    pairs = _pairs(6, hi=40)
+    ref = _model(kind).cuda()
+    ref.set_attn_implementation("sdpa")
+    ours = copy.deepcopy(ref)
+    packing.enable_packed_attention(ours)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        rc0, rr0 = rm.pair_forward(ref, pairs, PAD)
+        packed = packing.pack_pairs(pairs, PAD, 256, rows=1, max_segments=32, max_seqlen=64).to("cuda")
+        assert packing.use_varlen(ours, packed.input_ids.device)
+        rc1, rr1 = packing.packed_pair_rewards(ours, packed)
+    rm.pairwise_loss(rc0, rr0).backward()
+    rm.pairwise_loss(rc1, rr1).backward()
+    torch.testing.assert_close(rc1, rc0, atol=3e-2, rtol=3e-2)  # bf16 kernels differ in rounding
+    torch.testing.assert_close(rr1, rr0, atol=3e-2, rtol=3e-2)
+    for a, b in zip(ref.parameters(), ours.parameters()):
+        if a.grad is not None:
+            assert (b.grad - a.grad).norm() <= 5e-2 * a.grad.norm() + 1e-4
+
+
+def test_varlen_request_off_cuda_is_an_error_not_a_silent_full_attention():
+    """cu_seqlens come with a placeholder mask: if varlen cannot run, attention must refuse, not attend to all."""
+    model = _model("llama")
+    packing.enable_packed_attention(model)
+    packed = packing.pack_pairs(_pairs(2), PAD, 64)
+    with pytest.raises(RuntimeError, match="varlen attention cannot run here"):
+        model.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                         attention_mask=packed.segment[:, None, None, :1] >= 0, use_cache=False,
+                         cu_seq_lens_q=packed.cu_seqlens, cu_seq_lens_k=packed.cu_seqlens,
+                         max_length_q=packed.max_seqlen, max_length_k=packed.max_seqlen)
+    assert not packing.use_varlen(model, torch.device("cpu"))
