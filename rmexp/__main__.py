@@ -6,7 +6,7 @@
     python -m rmexp --cfg job                # print the resolved config and exit
 
 Exit status: 0 on success; 1 when a trial failed (a sweep finishes its other trials first) or Hydra refused an
-override; 2 for a bad config value (one line ``error: ...`` on stderr, before any work starts); 130 on Ctrl-C.
+override; 2 for a bad config value (one line ``error: ...`` on stderr, before any work starts); 130 on Ctrl-C, 143 on SIGTERM (the runs are ended KILLED either way).
 """
 from __future__ import annotations
 
@@ -32,27 +32,31 @@ def _error(msg: str) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from rmexp.tracking import interrupt_on_signals
+
     try:
-        validate(cfg)
-        if cfg.sweep.name:
-            from rmexp.sweep import run_sweep
+        with interrupt_on_signals():  # SIGTERM/SIGINT unwind: runs ended KILLED, temp dirs removed
+            validate(cfg)
+            if cfg.sweep.name:
+                from rmexp.sweep import run_sweep
 
-            result = run_sweep(cfg)
-            if not result.ok:
-                sys.exit(1)
-        else:
-            import torch
+                result = run_sweep(cfg)
+                if not result.ok:
+                    sys.exit(1)
+            else:
+                import torch
 
-            from rmexp.tracking import run_single
+                from rmexp.tracking import run_single
 
-            torch.set_num_threads(cfg.threads)
-            run_single(cfg)
+                torch.set_num_threads(cfg.threads)
+                run_single(cfg)
     except ConfigError as e:
         _error(str(e))
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", 2)
+        print(f"{e or 'interrupted'}", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from rmexp.world.core import WORLD_VERSION, World
 from rmexp.world.data import decontamination, rb2_length_scores
 from rmexp.world.domains import DOMAINS
 
+LENGTH_BASELINE = "length_baseline."  # param prefix of the "pick the longer" benchmark scores
+
 # Keys that say where and how a trial runs, not what it computes: left out of its identity.
 NON_IDENTITY_KEYS = ("tracking", "ray", "sweep", "threads", "cache_dir")
 
@@ -44,6 +46,7 @@ class TrialResult:
     params: dict[str, str]
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     artifacts: list[Path] = field(default_factory=list)
+    datasets: list[dict[str, str]] = field(default_factory=list)  # rmexp.tracking.describe_dataset records
 
 
 def trial_key(cfg: DictConfig) -> str:
@@ -76,6 +79,22 @@ def trial_params(cfg: DictConfig, policy_family: str | None) -> dict[str, str]:
         params["policy.family"] = policy_family
         params["lineage"] = "same" if policy_family == cfg.model.family else "cross"
     return {k: str(v) for k, v in params.items()}
+
+
+def _datasets(cfg: DictConfig, prefs: list[dict], rb2: list[dict], rb1: list[dict]) -> list[dict[str, str]]:
+    """The trial's preference rows and benchmarks as MLflow dataset records (the runs table's Dataset column)."""
+    from rmexp.tracking import describe_dataset
+
+    d, b = cfg.data, cfg.benchmark
+    data_src = ({"generator": "rmexp.world", "world.seed": cfg.world.seed, **to_plain(d)} if d.source == "toy"
+                else str(d.path))
+    out = [describe_dataset("preferences", prefs, data_src, "train")]
+    for name, rows, path in (("rewardbench2", rb2, "rb2_path"), ("rewardbench1", rb1, "rb1_path")):
+        if rows:
+            src = ({"generator": "rmexp.world", "world.seed": cfg.world.seed, **to_plain(b)} if b.source == "toy"
+                   else str(OmegaConf.select(b, path)))
+            out.append(describe_dataset(name, rows, src, "eval"))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -127,9 +146,10 @@ def benchmark_stage(cfg: DictConfig, rm: RewardModel, rb2: list[dict], rb1: list
         for row, ex in zip(per_row, result.per_example):
             row["result"] = ex["result"]
         artifacts.append(_write_jsonl(out_dir / "rb2_scores.jsonl", per_row))
-        # "Pick the longer" baseline on the same rows: length must not be a shortcut.
+        # "Pick the longer" baseline on the same rows: length must not be a shortcut. A property of the rows, not
+        # of the RM: run_trial moves it into the params, away from the RM's scores.
         for name, value in bench.score_rb2(rb2_length_scores(rb2)).scores.items():
-            metrics[f"baseline_longer/rb2/{name}"] = value
+            metrics[f"{LENGTH_BASELINE}rb2.{name}"] = value
     if rb1:
         sc = rm.score([r["prompt"] for r in rb1], [r["chosen"] for r in rb1], budget)
         sr = rm.score([r["prompt"] for r in rb1], [r["rejected"] for r in rb1], budget)
@@ -207,6 +227,7 @@ def run_trial(cfg: DictConfig, out_dir: Path, progress: Callable[[str], None] | 
     report = decontamination([r["prompt"] for r in prefs], [r["prompt"] for r in rb2 + rb1],
                              cfg.benchmark.decontam_ngram)
     metrics |= report.as_metrics()
+    datasets = _datasets(cfg, prefs, rb2, rb1)
     if report.overlap > cfg.benchmark.decontam_max_overlap:
         raise DecontaminationError(
             f"{report.exact} exact and {report.ngram} {report.ngram_size}-gram overlaps between training and "
@@ -265,5 +286,7 @@ def run_trial(cfg: DictConfig, out_dir: Path, progress: Callable[[str], None] | 
     say(f"done in {timings['time/total_s']:.1f} s: " + ", ".join(
         f"{k}={metrics[k]:.3f}" for k in ("eval/acc", "rb2/overall", "rb1/overall", "bon/gain_16", "ppo/gold")
         if k in metrics))
-    return TrialResult(metrics=metrics, params=trial_params(cfg, policy_family), history=history,
-                       artifacts=artifacts)
+    params = trial_params(cfg, policy_family)
+    for k in [k for k in metrics if k.startswith(LENGTH_BASELINE)]:
+        params[k] = f"{metrics.pop(k):.4f}"
+    return TrialResult(metrics=metrics, params=params, history=history, artifacts=artifacts, datasets=datasets)

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
 from rmexp import tracking as T
+from rmexp.sweep import recorder as R
 from rmexp.analyze import TRIAL_KEY_TAG
 from rmexp.config import CONF_DIR
 from tests.fake_trial import CALLS_FILE, FakeStageError, fake_metrics, fake_trial
@@ -70,15 +71,15 @@ def test_safe_key_and_axis_params():
 
 def test_experiment_artifacts_beside_db(store, tmp_path):
     client = MlflowClient(store)
-    exp_id = T.get_or_create_experiment(client, "my sweep", store)
-    assert T.get_or_create_experiment(client, "my sweep", store) == exp_id
+    exp_id = R.get_or_create_experiment(client, "my sweep", store)
+    assert R.get_or_create_experiment(client, "my sweep", store) == exp_id
     loc = client.get_experiment(exp_id).artifact_location
     assert loc == (tmp_path.resolve() / "mlartifacts" / "my_sweep").as_uri()
 
 
 def test_log_trial_result_layout(store, tmp_path):
     client = MlflowClient(store)
-    exp_id = T.get_or_create_experiment(client, "layout", store)
+    exp_id = R.get_or_create_experiment(client, "layout", store)
     run_id = client.create_run(exp_id).info.run_id
     out = tmp_path / "out"
     (out / "plots").mkdir(parents=True)
@@ -89,7 +90,7 @@ def test_log_trial_result_layout(store, tmp_path):
               "params": {"model": "from-trial", "lr": 0.1}, "history": history,
               "artifacts": [out / "scores.jsonl", out / "plots" / "p.png", out / "missing.txt"]}
     cfg = _cfg("train.epochs=2")
-    T.log_trial_result(client, run_id, result, cfg, axes={"model": "toy_llama_s", "data.domain_weights": {"Math": 3}},
+    R.log_trial_result(client, run_id, result, cfg, axes={"model": "toy_llama_s", "data.domain_weights": {"Math": 3}},
                        out_dir=out)
     run = client.get_run(run_id)
     assert run.data.params["model"] == "toy_llama_s"           # the axis value wins
