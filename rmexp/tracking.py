@@ -46,6 +46,7 @@ MAX_TAG_VALUE = 8000
 
 UI_HOST = "127.0.0.1"
 UI_PORT = 5000
+UI_WORKFLOW = "machine_learning"  # else the UI (default "genai") opens an experiment on its Traces overview
 
 
 # ----------------------------------------------------------------------------------------------------- URIs
@@ -101,8 +102,9 @@ def ui_hint(uri: str, experiment_id: str | None = None, run_id: str | None = Non
     """Where to look: for an ``http(s)://`` tracking server (which is the UI) the page to open; for a local
     store the command that opens the UI and then the page."""
     page = ""
-    if experiment_id is not None:
-        page = f"/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id is not None else "")
+    if experiment_id is not None:  # MLflow 3.17's UI picks GenAI or model-training pages by this URL parameter
+        page = (f"/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id is not None else "")
+                + f"?workflowType={UI_WORKFLOW}")
     if uri.startswith(("http://", "https://")):
         return f"  open {uri.rstrip('/')}{page}"
     return f"  {ui_command(uri)}\n  then open http://{UI_HOST}:{UI_PORT}{page}"

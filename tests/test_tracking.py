@@ -169,3 +169,37 @@ def test_cli_cfg_job_prints_the_config(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "sweep:\n  name: smoke" in p.stdout and "model:" in p.stdout
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- lifecycle, UI
+def test_ui_hint_for_local_store_and_for_server():
+    local = T.ui_hint("sqlite:////x/mlflow.db", "3", "abc")
+    assert local == ("  mlflow ui --backend-store-uri sqlite:////x/mlflow.db --host 127.0.0.1 --port 5000\n"
+                     "  then open http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning")
+    server = T.ui_hint("http://10.0.0.5:5000/", "3")
+    assert server == "  open http://10.0.0.5:5000/#/experiments/3?workflowType=machine_learning"  # the server is the UI
+
+
+def test_reap_dead_ends_only_runs_of_dead_drivers(store):
+    rec = R.Recorder(store, "reap")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = rec.client.create_run(rec.experiment_id, tags={**R.driver_tags(), R.DRIVER_PID_TAG: str(gone.pid)})
+    alive = rec.client.create_run(rec.experiment_id, tags=R.driver_tags())           # this process
+    elsewhere = rec.client.create_run(rec.experiment_id, tags={**R.driver_tags(), R.DRIVER_HOST_TAG: "other-host",
+                                                               R.DRIVER_PID_TAG: str(gone.pid)})
+    reused = rec.client.create_run(rec.experiment_id, tags={**R.driver_tags(), R.DRIVER_START_TAG: "1"})  # pid reused
+    lines = []
+    assert rec.reap_dead(lines.append) == 2
+    status = [rec.client.get_run(r.info.run_id).info.status for r in (dead, alive, elsewhere, reused)]
+    assert status == ["KILLED", "RUNNING", "RUNNING", "KILLED"]
+    assert any(f"driver pid {gone.pid}, which is gone: marked KILLED" in ln for ln in lines), lines
+
+
+def test_describe_dataset_digest_follows_content():
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "meta": {"d": 1}}]
+    a = T.describe_dataset("preferences", rows, {"world.seed": 0}, "train")
+    assert a == T.describe_dataset("preferences", [dict(r) for r in rows], {"world.seed": 0}, "train")
+    b = T.describe_dataset("preferences", [{**rows[0], "chosen": "c"}], {"world.seed": 0}, "train")
+    assert a["digest"] != b["digest"] and a["name"] == "preferences" and a["context"] == "train"
+    assert '"num_rows": 1' in a["profile"] and a["source_type"] == "code"

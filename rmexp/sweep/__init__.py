@@ -32,6 +32,7 @@ import shlex
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -87,7 +88,7 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
     axes = replicate_axes(cfg, _plain(cfg.sweep.axes) or {})
     say(f"[sweep {name}] {len(specs)} trials over axes {', '.join(axes)}")
 
-    with T.interrupt_on_signals():
+    with T.interrupt_on_signals(), ExitStack() as stack:
         uri = T.tracking_uri(cfg)                            # 2. MLflow: stale runs ended, finished trials found
         experiment = _experiment_name(cfg, base)
         rec = Recorder(uri, experiment)
@@ -100,6 +101,8 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
         try:
             if to_run:                                       # 3. Ray (not needed when every trial is cached)
                 sched = RayScheduler(cfg, len(to_run))
+                # ray.init installs a native SIGTERM handler that aborts the driver: ours again, until the end
+                stack.enter_context(T.interrupt_on_signals())
             parent_id = rec.start_parent(name, name, cfg, axes, len(specs), base)    # 4. the parent run
             say(f"[sweep {name}] MLflow experiment {experiment!r} (id {rec.experiment_id}), parent run {parent_id}, "
                 f"at {uri}")

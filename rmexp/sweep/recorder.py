@@ -3,8 +3,10 @@
 The driver process is the only writer (SQLite dislikes concurrent writers): trials, wherever they run, return
 a result and the driver records it here. Layout:
 
-* experiment: tag ``mlflow.experimentKind=custom_model_development``, so MLflow 3 opens it on its runs table
-  (not the GenAI "Traces" page); artifacts beside a SQLite database (:func:`rmexp.tracking.artifact_location`).
+* experiment: tag ``mlflow.experimentKind=custom_model_development`` (MLflow 3's "traditional ML" kind); the
+  3.17 UI decides by its GenAI / Model-training switch instead (URL parameter ``workflowType``, remembered in
+  the browser), so the printed link carries ``?workflowType=machine_learning`` and opens on the runs table (see
+  :func:`rmexp.tracking.ui_hint`); artifacts beside a SQLite database (:func:`rmexp.tracking.artifact_location`).
 * a sweep's parent run: tags ``rmexp.sweep``, ``rmexp.axes``, ``rmexp.command``; params ``sweep.axes.<key>``
   (the values listed), ``sweep.name``, ``sweep.replicates``, ``sweep.n_trials`` and every command-line override
   (``override.<key>``); ``sweep_config.yaml``; after the trials, only the *headline* correlations as metrics
@@ -43,6 +45,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # read by the MLflow 3 UI (Exper
 EXPERIMENT_KIND = "custom_model_development"    # "traditional ML": the experiment page opens on the runs table
 DRIVER_HOST_TAG = "rmexp.driver.host"
 DRIVER_PID_TAG = "rmexp.driver.pid"
+RAY_NODE_TAG = "rmexp.ray_node"                 # the Ray node a sweep's trial ran on
 DRIVER_START_TAG = "rmexp.driver.start"         # the pid's process start time: a reused pid is not our driver
 
 
@@ -330,6 +333,8 @@ class Recorder:
         start, end = payload.get("start", time.time()), payload.get("end", time.time())
         status, error = status_on_error, None
         try:
+            if payload.get("node"):
+                self.client.set_tag(run_id, RAY_NODE_TAG, str(payload["node"]))
             if payload.get("ok"):
                 log_trial_result(self.client, run_id, payload["result"], cfg, axes=axes, out_dir=out_dir,
                                  seconds=end - start)
