@@ -68,29 +68,38 @@ def test_experiment_opens_on_runs_with_nested_readable_children_and_results(smok
         children = sorted(t.spec.name for t in result.trials)
         assert children[0] == "model=toy_gpt2_xs,train.epochs=1"
         assert not any(c in text for c in children)                 # nested: hidden until the parent is opened
-        browser.click_text("Close")                                 # the assistant side panel, for the screenshot
+        browser.js(_CLOSE_ASSISTANT)                                # the assistant side panel, for the screenshots
         assert browser.js(_EXPAND_PARENT % repr(parent_name)), "no expander on the parent run's row"
         text = browser.wait_for_text(*children, timeout=60)
         rows = browser.js(_ROW_INDEX)
         assert rows[parent_name] < min(rows[c] for c in children), rows   # the children sit under the parent
+        assert "preferences" in text                                # the Dataset column names the trial's data
         browser.screenshot(ARTIFACTS / "mlflow_experiment_runs.png")
 
         browser.goto(f"http://127.0.0.1:{port}/#/experiments/{result.experiment_id}/runs/{result.parent_run_id}"
                      f"?workflowType=machine_learning")
         text = browser.wait_for_text("corr/pearson/rb2_overall__bon_gain_16", "sweep.axes.model", timeout=120)
         value = result.correlations.query("bench == 'rb2/overall' and downstream == 'bon/gain_16'")["pearson"].item()
-        assert f"{value:.3f}"[:4] in text                             # the headline correlation's value
+        assert _shown(text, "corr/pearson/rb2_overall__bon_gain_16") == pytest.approx(value, abs=1e-3)
         browser.screenshot(ARTIFACTS / "mlflow_parent_run.png")
 
         child = next(t for t in result.trials if t.spec.name == children[0])
         browser.goto(f"http://127.0.0.1:{port}/#/experiments/{result.experiment_id}/runs/{child.run_id}"
                      f"?workflowType=machine_learning")
         text = browser.wait_for_text("rb2/overall", children[0], timeout=120)
-        assert f"{child.metrics['rb2/overall']:.3f}"[:4] in text
+        assert _shown(text, "rb2/overall") == pytest.approx(child.metrics["rb2/overall"], abs=1e-3)
+        assert "preferences" in text                                # the run's dataset
         browser.screenshot(ARTIFACTS / "mlflow_child_run.png")
     finally:
         browser.close()
         stop(server)
+
+
+def _shown(text: str, metric: str) -> float:
+    """The value the page shows next to ``metric`` (its row in the run's metrics table)."""
+    m = re.search(re.escape(metric) + r"\s+(-?[0-9][0-9.e-]*)", text)
+    assert m, f"no value next to {metric} on the page"
+    return float(m.group(1))
 
 
 def _runs(result):
@@ -99,6 +108,8 @@ def _runs(result):
     client = MlflowClient(result.tracking_uri)
     return client.search_runs([result.experiment_id])
 
+
+_CLOSE_ASSISTANT = "(() => { const b = document.querySelector('button[aria-label=Close]'); if (b) b.click(); })()"
 
 # Click the expand button in the row of the run named %s (the first button of its name cell).
 _EXPAND_PARENT = """(() => {
