@@ -212,26 +212,30 @@ def result_to_dict(result: Any) -> dict:
 
 def describe_dataset(name: str, rows: list[Mapping[str, Any]], source: Mapping[str, Any] | str,
                      context: str) -> dict[str, str]:
-    """What MLflow's Dataset column shows of ``rows`` (name, digest, schema, profile, source), as a plain dict a
-    Ray worker can send back; the recorder logs it with ``log_inputs``. ``source``: a file path or URI, or a
-    mapping that says how the rows were generated (the toy world's seeds and settings). Nested values are
-    compared as JSON text, so the digest is a function of the rows' content."""
+    """What MLflow's Dataset column shows of ``rows``: name, digest, schema, profile and source, as the plain dict
+    a Ray worker sends back (the recorder logs it with ``log_inputs``). Computed here without pandas or MLflow
+    (a worker need not import them): the digest is a SHA-256 of every row (MLflow's ``from_pandas`` hashes a
+    sample), the schema and profile are in MLflow's format (``mlflow_colspec``; ``num_rows``,
+    ``num_elements``). Nested values count as strings (JSON). ``source``: a file path or URI, or a mapping that
+    says how the rows were generated (the toy world's seeds and settings)."""
+    import hashlib
     import json
-    import warnings
 
-    import mlflow.data
-    import pandas as pd
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-
-    frame = pd.DataFrame([{k: v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v)
-                           for k, v in row.items()} for row in rows])
-    src = (CodeDatasetSource(tags={str(k): str_value(v) for k, v in source.items()})
-           if isinstance(source, Mapping) else str(source))
-    with warnings.catch_warnings():  # "the source is not a file" and schema-inference notes: not problems here
-        warnings.simplefilter("ignore")
-        entity = mlflow.data.from_pandas(frame, source=src, name=name)._to_mlflow_entity()
-    return {"name": entity.name, "digest": entity.digest, "source_type": entity.source_type,
-            "source": entity.source, "schema": entity.schema, "profile": entity.profile, "context": context}
+    digest = hashlib.sha256(json.dumps(list(rows), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    cols: dict[str, str] = {}
+    for row in rows[:1]:
+        for k, v in row.items():
+            cols[str(k)] = ("boolean" if isinstance(v, bool) else "long" if isinstance(v, int)
+                            else "double" if isinstance(v, float) else "string")
+    schema = {"mlflow_colspec": [{"type": t, "name": k, "required": True} for k, t in cols.items()]}
+    if isinstance(source, Mapping):
+        source_type, src = "code", {"tags": {str(k): str_value(v) for k, v in source.items()}}
+    else:
+        source_type, src = "local", {"uri": str(source)}
+    return {"name": name, "digest": digest, "source_type": source_type, "source": json.dumps(src),
+            "schema": json.dumps(schema), "profile": json.dumps({"num_rows": len(rows),
+                                                                 "num_elements": len(rows) * len(cols)}),
+            "context": context}
 
 
 def error_summary(exc_or_tb: BaseException | str) -> str:

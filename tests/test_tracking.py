@@ -2,6 +2,7 @@
 config-error path. A fake trial function stands in for the real one (tests/fake_trial.py)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -202,4 +203,14 @@ def test_describe_dataset_digest_follows_content():
     assert a == T.describe_dataset("preferences", [dict(r) for r in rows], {"world.seed": 0}, "train")
     b = T.describe_dataset("preferences", [{**rows[0], "chosen": "c"}], {"world.seed": 0}, "train")
     assert a["digest"] != b["digest"] and a["name"] == "preferences" and a["context"] == "train"
-    assert '"num_rows": 1' in a["profile"] and a["source_type"] == "code"
+    import mlflow.data
+    import pandas as pd
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    # MLflow's own description of the same rows (nested values as JSON text): same schema, profile and source
+    frame = pd.DataFrame([{**r, "meta": json.dumps(r["meta"])} for r in rows])
+    ref = mlflow.data.from_pandas(frame, source=CodeDatasetSource(tags={"world.seed": "0"}),
+                                  name="preferences")._to_mlflow_entity()
+    assert (a["schema"], a["profile"], a["source"], a["source_type"]) == (ref.schema, ref.profile, ref.source,
+                                                                           ref.source_type)
+    assert len(a["digest"]) == len(ref.digest) == 8
