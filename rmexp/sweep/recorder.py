@@ -88,9 +88,8 @@ def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            exp_id = client.create_experiment(name, artifact_location=T.artifact_location(tracking_uri, name),
-                                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-            return exp_id
+            return client.create_experiment(name, artifact_location=T.artifact_location(tracking_uri, name),
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:
             exp = client.get_experiment_by_name(name)  # created meanwhile (another driver)
             if exp is None:
@@ -283,12 +282,12 @@ class Recorder:
 
     def log_analysis(self, parent_id: str, df, out_dir: Path) -> None:
         """The headline correlations as metrics; the full table and the plots in ``out_dir`` as artifacts."""
+        from mlflow.entities import Metric
+
         from rmexp.analyze import corr_metrics
         from rmexp.sweep.summary import headline_rows
 
         ts = int(time.time() * 1000)
-        from mlflow.entities import Metric
-
         metrics = [Metric(k, v, ts, 0) for k, v in corr_metrics(headline_rows(df)).items()]
         for chunk in _chunks(metrics, T.MAX_METRICS_PER_BATCH):
             self.client.log_batch(parent_id, metrics=chunk)
