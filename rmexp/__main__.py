@@ -54,8 +54,12 @@ def main(cfg: DictConfig) -> None:
         _error(str(e))
         sys.exit(2)
     except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", 2)
-        print(f"{e or 'interrupted'}", file=sys.stderr, flush=True)
+        import signal
+
+        from rmexp.tracking import interrupt_signal
+
+        signum = interrupt_signal(e)
+        print(f"interrupted by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
         sys.exit(128 + signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 

@@ -312,6 +312,14 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_RECEIVED: list[int] = []  # signals caught, latest last: Ray's ray.wait re-raises a bare KeyboardInterrupt
+
+
+def interrupt_signal(exc: BaseException) -> int:
+    """The signal behind an interrupt: the exception's own, else the last one caught, else SIGINT (Ctrl-C)."""
+    return getattr(exc, "signum", None) or (_RECEIVED[-1] if _RECEIVED else int(signal.SIGINT))
+
+
 @contextmanager
 def interrupt_on_signals():
     """While inside, SIGTERM (``kill``, ``timeout``, schedulers, ``docker stop``) and SIGINT raise
@@ -321,6 +329,7 @@ def interrupt_on_signals():
         return
 
     def handler(signum, frame):
+        _RECEIVED.append(signum)
         raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import re
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -136,7 +137,8 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
         except KeyboardInterrupt as e:
             status = "KILLED"
             running = sum(t.status == "RUNNING" for t in trials)
-            say(f"\n[sweep {name}] {e or 'interrupted'}: {running} running trial(s) cancelled and ended KILLED; "
+            why = signal.Signals(T.interrupt_signal(e)).name
+            say(f"\n[sweep {name}] interrupted by {why}: {running} running trial(s) cancelled and ended KILLED; "
                 f"finished trials are recorded and a rerun of the same command skips them")
             raise
         finally:
