@@ -195,6 +195,7 @@ class RayConfig:
 class SweepConfig:
     name: Optional[str] = None       # set by conf/sweep/<name>.yaml
     axes: Dict[str, List[Any]] = field(default_factory=dict)  # override key -> values (cartesian)
+    replicates: int = 1              # runs of every grid point, seeds seed, seed+1, ... (1: no seed axis)
 
 
 @dataclass

@@ -1,38 +1,28 @@
-"""MLflow tracking: one trial = one MLflow run.
+"""MLflow tracking: one trial = one MLflow run; what a trial run holds is described in
+:mod:`rmexp.sweep.recorder`, the only code that writes runs.
 
-The driver process is the only writer (SQLite dislikes concurrent writers): trials, wherever they run, return a
-`TrialResult` and the driver logs it. The default store is ``sqlite:///<abs cwd>/mlflow.db`` (MLflow 3 refuses
-the plain file store by default); artifacts of an experiment go beside the database, under
-``<db dir>/mlartifacts/<experiment>``, whatever the working directory of a later run is.
+This module holds what both the driver and the Ray workers need without writing anything: the tracking URI
+(default ``sqlite:///<abs cwd>/mlflow.db``; MLflow 3 refuses the plain file store by default; artifacts of an
+experiment go beside the database, under ``<db dir>/mlartifacts/<experiment>``), MLflow-safe names, the shape of
+a trial's result (:class:`ResultView`, :func:`describe_dataset`), the trial's identity, the signal handling that
+makes every run end, and :func:`run_single`: ``python -m rmexp ...`` as a one-trial run without Ray.
 
-What a trial run holds:
-
-* tags ``rmexp.trial_key`` (hash of the resolved config minus tracking/ray/sweep/threads/cache_dir: the identity
-  used to skip finished trials), ``mlflow.runName`` = ``<model name>-<first 8 chars of the key>``;
-* params: ``TrialResult.params`` plus the sweep's axis values (a dict-valued axis is flattened,
-  ``data.domain_weights.Math``);
-* metrics: the final values, each history series with its steps (``train/loss`` at steps 0..n), and
-  ``trial/seconds``; the final value of a key that also has a history is logged at the last history step with a
-  later timestamp, so it is the run's "latest" value;
-* artifacts: ``config.yaml`` (the resolved config) and every file the trial listed, at its path relative to
-  the trial's out_dir;
-* a failed trial: status FAILED, tag ``rmexp.error`` (the exception's first line), artifact ``error.txt``
-  (the traceback).
-
-A single run (``python -m rmexp ...``, :func:`run_single`) writes its files into a fresh temporary directory,
-which is removed once everything is copied into MLflow; the run's artifacts are the place to look.
-
-Look at it all with ``mlflow ui --backend-store-uri <uri> --host 127.0.0.1 --port 5000`` (bound to localhost:
-the UI has no authentication).
+A single run writes its files into a fresh temporary directory, removed once everything is copied into MLflow;
+the run's artifacts are the place to look. :func:`ui_hint` says how to open the UI: for a local store
+``mlflow ui --backend-store-uri <uri> --host 127.0.0.1 --port 5000`` (bound to localhost: the UI has no
+authentication); for an ``http://`` tracking server, the server itself.
 """
 from __future__ import annotations
 
 import posixpath
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -56,6 +46,7 @@ MAX_TAG_VALUE = 8000
 
 UI_HOST = "127.0.0.1"
 UI_PORT = 5000
+UI_WORKFLOW = "machine_learning"  # else the UI (default "genai") opens an experiment on its Traces overview
 
 
 # ----------------------------------------------------------------------------------------------------- URIs
@@ -103,17 +94,20 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def ui_command(uri: str) -> str:
+    """The command that serves a local store's UI on loopback (the UI has no authentication)."""
     return f"mlflow ui --backend-store-uri {uri} --host {UI_HOST} --port {UI_PORT}"
 
 
 def ui_hint(uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
-    """Two lines: the command that opens the MLflow UI (bound to 127.0.0.1) and the page to open."""
-    url = f"http://{UI_HOST}:{UI_PORT}"
-    if experiment_id is not None:
-        url += f"/#/experiments/{experiment_id}"
-        if run_id is not None:
-            url += f"/runs/{run_id}"
-    return f"  {ui_command(uri)}\n  then open {url}"
+    """Where to look: for an ``http(s)://`` tracking server (which is the UI) the page to open; for a local
+    store the command that opens the UI and then the page."""
+    page = ""
+    if experiment_id is not None:  # MLflow 3.17's UI picks GenAI or model-training pages by this URL parameter
+        page = (f"/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id is not None else "")
+                + f"?workflowType={UI_WORKFLOW}")
+    if uri.startswith(("http://", "https://")):
+        return f"  open {uri.rstrip('/')}{page}"
+    return f"  {ui_command(uri)}\n  then open http://{UI_HOST}:{UI_PORT}{page}"
 
 
 def client_for(uri: str):
@@ -123,23 +117,6 @@ def client_for(uri: str):
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri)
-
-
-def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
-    """The id of experiment ``name``, created (with artifacts beside the db) if missing; restores a deleted one."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
-        except MlflowException:
-            exp = client.get_experiment_by_name(name)  # created meanwhile (another driver)
-            if exp is None:
-                raise
-    if exp.lifecycle_stage == "deleted":
-        client.restore_experiment(exp.experiment_id)
-    return exp.experiment_id
 
 
 # ----------------------------------------------------------------------------------------------------- names
@@ -154,7 +131,7 @@ def safe_key(name: str) -> str:
     return key[:250] if key not in (".", "") else "_"
 
 
-def _str_value(v: Any) -> str:
+def str_value(v: Any) -> str:
     if isinstance(v, bool):
         return str(v).lower()
     if v is None:
@@ -173,7 +150,7 @@ def flatten_axes(axes: Mapping[str, Any] | None) -> dict[str, str]:
             for k, v in value.items():
                 walk(f"{prefix}.{k}", v)
         else:
-            out[safe_key(prefix)] = _str_value(value)
+            out[safe_key(prefix)] = str_value(value)
 
     for key, value in (axes or {}).items():
         walk(key, value)
@@ -189,7 +166,7 @@ def axes_label(axes: Mapping[str, Any] | None) -> str:
             return "[" + ",".join(fmt(x) for x in v) + "]"
         if isinstance(v, float):
             return f"{v:g}"
-        return _str_value(v)
+        return str_value(v)
 
     return " ".join(f"{k}={fmt(v)}" for k, v in (axes or {}).items())
 
@@ -203,20 +180,25 @@ class ResultView:
     params: dict[str, str] = field(default_factory=dict)
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     artifacts: list[Path] = field(default_factory=list)
+    datasets: list[dict[str, str]] = field(default_factory=list)  # describe_dataset records
+
+
+FIELDS = ("metrics", "params", "history", "artifacts", "datasets")
 
 
 def as_result(result: Any) -> ResultView:
     if isinstance(result, ResultView):
         return result
     if is_dataclass(result) and not isinstance(result, type):
-        result = {f: getattr(result, f) for f in ("metrics", "params", "history", "artifacts") if hasattr(result, f)}
+        result = {f: getattr(result, f) for f in FIELDS if hasattr(result, f)}
     elif not isinstance(result, Mapping):
-        result = {f: getattr(result, f, None) for f in ("metrics", "params", "history", "artifacts")}
+        result = {f: getattr(result, f, None) for f in FIELDS}
     return ResultView(
         metrics=dict(result.get("metrics") or {}),
         params=dict(result.get("params") or {}),
         history={k: [(int(s), float(v)) for s, v in series] for k, series in (result.get("history") or {}).items()},
         artifacts=[Path(p) for p in (result.get("artifacts") or [])],
+        datasets=[dict(d) for d in (result.get("datasets") or [])],
     )
 
 
@@ -224,100 +206,36 @@ def result_to_dict(result: Any) -> dict:
     """A picklable plain dict of a trial result (what a Ray worker returns)."""
     r = as_result(result)
     return {"metrics": {str(k): float(v) for k, v in r.metrics.items() if v is not None},
-            "params": {str(k): _str_value(v) for k, v in r.params.items()},
-            "history": r.history, "artifacts": [str(p) for p in r.artifacts]}
+            "params": {str(k): str_value(v) for k, v in r.params.items()},
+            "history": r.history, "artifacts": [str(p) for p in r.artifacts], "datasets": r.datasets}
 
 
-def _chunks(items: list, n: int) -> Iterable[list]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
+def describe_dataset(name: str, rows: list[Mapping[str, Any]], source: Mapping[str, Any] | str,
+                     context: str) -> dict[str, str]:
+    """What MLflow's Dataset column shows of ``rows``: name, digest, schema, profile and source, as the plain dict
+    a Ray worker sends back (the recorder logs it with ``log_inputs``). Computed here without pandas or MLflow
+    (a worker need not import them): the digest is a SHA-256 of every row (MLflow's ``from_pandas`` hashes a
+    sample), the schema and profile are in MLflow's format (``mlflow_colspec``; ``num_rows``,
+    ``num_elements``). Nested values count as strings (JSON). ``source``: a file path or URI, or a mapping that
+    says how the rows were generated (the toy world's seeds and settings)."""
+    import hashlib
+    import json
 
-
-def log_metrics(client, run_id: str, metrics: Mapping[str, float],
-                history: Mapping[str, list[tuple[int, float]]] | None = None) -> None:
-    """History series with their steps, then the final values (at each key's last step, a later timestamp)."""
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    batch: list = []
-    last_step: dict[str, int] = {}
-    for name, series in (history or {}).items():
-        key = safe_key(name)
-        for step, value in series:
-            batch.append(Metric(key, float(value), now, int(step)))
-            last_step[key] = max(last_step.get(key, int(step)), int(step))
-    for name, value in metrics.items():
-        if value is None:
-            continue
-        key = safe_key(name)
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            continue
-        batch.append(Metric(key, value, now + 1, last_step.get(key, 0)))
-    for chunk in _chunks(batch, MAX_METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=chunk)
-
-
-def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(safe_key(k), _str_value(v)[:MAX_PARAM_VALUE]) for k, v in params.items()]
-    dedup = list({p.key: p for p in items}.values())
-    for chunk in _chunks(dedup, MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=chunk)
-
-
-def log_config(client, run_id: str, cfg: DictConfig | Mapping | None, name: str = "config.yaml") -> None:
-    if cfg is None:
-        return
-    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
-    text = OmegaConf.to_yaml(node, resolve=True)
-    with tempfile.TemporaryDirectory(prefix="rmexp-cfg-") as tmp:
-        path = Path(tmp) / name
-        path.write_text(text)
-        client.log_artifact(run_id, str(path))
-
-
-def log_artifact_files(client, run_id: str, files: Iterable[Path], root: Path | None = None) -> list[str]:
-    """Log each file (or directory) at its path relative to ``root`` (its basename otherwise); missing files are
-    reported, not fatal. Returns the messages about skipped files."""
-    skipped = []
-    for p in files:
-        p = Path(p)
-        if root is not None and not p.is_absolute():
-            p = root / p
-        if not p.exists():
-            skipped.append(f"artifact {p} does not exist; not logged")
-            continue
-        sub = None
-        if root is not None:
-            try:
-                rel = p.resolve().relative_to(Path(root).resolve())
-                sub = rel.parent.as_posix() if rel.parent != Path(".") else None
-            except ValueError:
-                sub = None
-        if p.is_dir():
-            client.log_artifacts(run_id, str(p), artifact_path=(f"{sub}/{p.name}" if sub else p.name))
-        else:
-            client.log_artifact(run_id, str(p), artifact_path=sub)
-    return skipped
-
-
-def log_trial_result(client, run_id: str, result: Any, cfg: DictConfig | None,
-                     axes: Mapping[str, Any] | None = None, out_dir: Path | None = None,
-                     seconds: float | None = None) -> None:
-    """Params (``result.params`` plus the flattened axis values, axis values winning), metrics (final values and
-    history series), the resolved config as ``config.yaml`` and every artifact file of the result."""
-    r = as_result(result)
-    log_params(client, run_id, {**{str(k): v for k, v in r.params.items()}, **flatten_axes(axes)})
-    metrics = dict(r.metrics)
-    if seconds is not None:
-        metrics.setdefault(SECONDS_METRIC, float(seconds))
-    log_metrics(client, run_id, metrics, r.history)
-    log_config(client, run_id, cfg)
-    for msg in log_artifact_files(client, run_id, r.artifacts, root=out_dir):
-        print(f"warning: {msg}", file=sys.stderr)
+    digest = hashlib.sha256(json.dumps(list(rows), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    cols: dict[str, str] = {}
+    for row in rows[:1]:
+        for k, v in row.items():
+            cols[str(k)] = ("boolean" if isinstance(v, bool) else "long" if isinstance(v, int)
+                            else "double" if isinstance(v, float) else "string")
+    schema = {"mlflow_colspec": [{"type": t, "name": k, "required": True} for k, t in cols.items()]}
+    if isinstance(source, Mapping):
+        source_type, src = "code", {"tags": {str(k): str_value(v) for k, v in source.items()}}
+    else:
+        source_type, src = "local", {"uri": str(source)}
+    return {"name": name, "digest": digest, "source_type": source_type, "source": json.dumps(src),
+            "schema": json.dumps(schema), "profile": json.dumps({"num_rows": len(rows),
+                                                                 "num_elements": len(rows) * len(cols)}),
+            "context": context}
 
 
 def error_summary(exc_or_tb: BaseException | str) -> str:
@@ -331,17 +249,6 @@ def error_summary(exc_or_tb: BaseException | str) -> str:
         if not ln.startswith((" ", "\t")) and not ln.startswith("Traceback"):
             return ln.strip()[:500]
     return lines[-1].strip()[:500] if lines else "error"
-
-
-def log_error(client, run_id: str, tb: str, summary: str | None = None) -> str:
-    """Tag ``rmexp.error`` (first line) and artifact ``error.txt`` (the traceback). Returns the first line."""
-    summary = (summary or error_summary(tb))[:MAX_TAG_VALUE]
-    client.set_tag(run_id, ERROR_TAG, summary)
-    with tempfile.TemporaryDirectory(prefix="rmexp-err-") as tmp:
-        path = Path(tmp) / "error.txt"
-        path.write_text(tb)
-        client.log_artifact(run_id, str(path))
-    return summary
 
 
 # ----------------------------------------------------------------------------------------------------- trial identity
@@ -396,25 +303,63 @@ def _cli_overrides() -> list[str]:
     return []
 
 
+# ----------------------------------------------------------------------------------------------------- signals
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived: the driver unwinds like Ctrl-C, ending its runs KILLED and removing temp dirs."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+_RECEIVED: list[int] = []  # signals caught, latest last: Ray's ray.wait re-raises a bare KeyboardInterrupt
+
+
+def interrupt_signal(exc: BaseException) -> int:
+    """The signal behind an interrupt: the exception's own, else the last one caught, else SIGINT (Ctrl-C)."""
+    return getattr(exc, "signum", None) or (_RECEIVED[-1] if _RECEIVED else int(signal.SIGINT))
+
+
+@contextmanager
+def interrupt_on_signals():
+    """While inside, SIGTERM (``kill``, ``timeout``, schedulers, ``docker stop``) and SIGINT raise
+    :class:`Interrupted` in the main thread; the previous handlers come back on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        _RECEIVED.append(signum)
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 # ----------------------------------------------------------------------------------------------------- one run
 def run_single(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list[str] | None = None):
-    """One trial = one MLflow run in experiment ``cfg.tracking.experiment``.
+    """One trial = one MLflow run in experiment ``cfg.tracking.experiment``, written by the same recorder as a
+    sweep's trials (:class:`rmexp.sweep.recorder.Recorder`), without Ray.
 
     The run always ends: FINISHED on success; on an exception, ``error.txt`` (traceback) and tag ``rmexp.error``
-    are logged, the status is FAILED (KILLED on Ctrl-C) and the exception is re-raised. The trial writes into a
-    fresh temporary directory whose files are copied into the run's artifacts. Returns the trial's result.
+    are logged, the status is FAILED (KILLED on Ctrl-C, SIGTERM) and the exception is re-raised. The trial writes
+    into a fresh temporary directory whose files are copied into the run's artifacts and which is then removed.
+    Returns the trial's result.
     """
+    from rmexp.sweep.recorder import Recorder
+
     trial_fn = trial_fn or default_trial_fn()
     uri = tracking_uri(cfg)
-    client = client_for(uri)
-    experiment = str(cfg.tracking.experiment)
-    exp_id = get_or_create_experiment(client, experiment, uri)
+    rec = Recorder(uri, str(cfg.tracking.experiment))
+    rec.reap_dead()
     key = trial_key(cfg)
     name = run_name(cfg, key)
-    tags = {TRIAL_KEY_TAG: key, COMMAND_TAG: command_line(overrides)[:MAX_TAG_VALUE]}
-    run = client.create_run(exp_id, run_name=name, tags=tags)
-    run_id = run.info.run_id
-    print(f"[rmexp] MLflow run {run_id} ({name}) in experiment {experiment!r} at {uri}", flush=True)
+    run_id = rec.start_trial(name, key, command=command_line(overrides))
+    print(f"[rmexp] MLflow run {run_id} ({name}) in experiment {rec.experiment!r} at {uri}", flush=True)
 
     def progress(msg: str) -> None:
         print(f"[{name}] {msg}", flush=True)
@@ -422,21 +367,20 @@ def run_single(cfg: DictConfig, trial_fn: Callable | None = None, overrides: lis
     start = time.time()
     status = "FAILED"
     try:
-        with tempfile.TemporaryDirectory(prefix=f"rmexp-{key[:8]}-") as tmp:
-            out_dir = Path(tmp)
-            result = call_trial(trial_fn, cfg, out_dir, progress)
-            log_trial_result(client, run_id, result, cfg, out_dir=out_dir, seconds=time.time() - start)
-        status = "FINISHED"
+        with interrupt_on_signals(), tempfile.TemporaryDirectory(prefix=f"rmexp-{key[:8]}-") as tmp:
+            result = call_trial(trial_fn, cfg, Path(tmp), progress)
+            status, error = rec.end_trial(run_id, {"ok": True, "result": result, "start": start, "end": time.time()},
+                                          cfg, None, Path(tmp))
+        if error:
+            print(f"warning: {error}", file=sys.stderr)
         return result
     except BaseException as e:
         status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-        try:
-            log_error(client, run_id, traceback.format_exc(), error_summary(e))
-            log_config(client, run_id, cfg)
-        except Exception as log_exc:  # noqa: BLE001 - never hide the trial's own error
-            print(f"warning: could not log the error to MLflow: {log_exc}", file=sys.stderr)
+        if run_id in rec.open:
+            rec.end_trial(run_id, {"ok": False, "error": traceback.format_exc(), "summary": error_summary(e),
+                                   "start": start, "end": time.time()}, cfg, None, None, status_on_error=status)
         raise
     finally:
-        client.set_terminated(run_id, status)
+        rec.close_open("KILLED")
         print(f"[rmexp] run {run_id} {status} after {time.time() - start:.1f} s. See it with:\n"
-              f"{ui_hint(uri, exp_id, run_id)}", flush=True)
+              f"{ui_hint(uri, rec.experiment_id, run_id)}", flush=True)

@@ -28,6 +28,8 @@ from rmexp.rm import RM_KINDS, RMContext, Scorer
 from rmexp.world.core import World
 from rmexp.world.data import decontamination, rb2_length_scores
 
+LENGTH_BASELINE = "length_baseline."  # param prefix of the "pick the longer" benchmark scores
+
 # Keys that say where and how a trial runs, not what it computes: left out of its identity. The `fail_stage`
 # test hook is among them: a trial asked to fail is the same trial as the one that succeeds.
 NON_IDENTITY_KEYS = ("tracking", "ray", "sweep", "threads", "cache_dir", "fail_stage", "verbose")
@@ -47,6 +49,7 @@ class TrialResult:
     params: dict[str, str]
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     artifacts: list[Path] = field(default_factory=list)
+    datasets: list[dict[str, str]] = field(default_factory=list)  # rmexp.tracking.describe_dataset records
 
 
 def trial_key(cfg: DictConfig) -> str:
@@ -78,6 +81,22 @@ def trial_params(cfg: DictConfig, policy_family: str | None) -> dict[str, str]:
     return {k: str(v) for k, v in params.items()}
 
 
+def _datasets(cfg: DictConfig, prefs: list[dict], rb2: list[dict], rb1: list[dict]) -> list[dict[str, str]]:
+    """The trial's preference rows and benchmarks as MLflow dataset records (the runs table's Dataset column)."""
+    from rmexp.tracking import describe_dataset
+
+    d, b = cfg.data, cfg.benchmark
+    data_src = ({"generator": "rmexp.world", "world.seed": cfg.world.seed, **to_plain(d)} if d.source == "toy"
+                else str(d.path))
+    out = [describe_dataset("preferences", prefs, data_src, "train")]
+    for name, rows, path in (("rewardbench2", rb2, "rb2_path"), ("rewardbench1", rb1, "rb1_path")):
+        if rows:
+            src = ({"generator": "rmexp.world", "world.seed": cfg.world.seed, **to_plain(b)} if b.source == "toy"
+                   else str(OmegaConf.select(b, path)))
+            out.append(describe_dataset(name, rows, src, "eval"))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 def benchmark_stage(cfg: DictConfig, rm: Scorer, rb2: list[dict], rb1: list[dict],
                     out_dir: Path) -> tuple[dict[str, float], list[Path]]:
@@ -100,9 +119,10 @@ def benchmark_stage(cfg: DictConfig, rm: Scorer, rb2: list[dict], rb1: list[dict
         for row, ex in zip(per_row, result.per_example):
             row["result"] = ex["result"]
         artifacts.append(write_jsonl(out_dir / "rb2_scores.jsonl", per_row))
-        # "Pick the longer" baseline on the same rows: length must not be a shortcut.
+        # "Pick the longer" baseline on the same rows: length must not be a shortcut. A property of the rows, not
+        # of the RM: run_trial moves it into the params, away from the RM's scores.
         for name, value in bench.score_rb2(rb2_length_scores(rb2)).scores.items():
-            metrics[f"baseline_longer/rb2/{name}"] = value
+            metrics[f"{LENGTH_BASELINE}rb2.{name}"] = value
     if rb1:
         sc = rm.score([r["prompt"] for r in rb1], [r["chosen"] for r in rb1], budget)
         sr = rm.score([r["prompt"] for r in rb1], [r["rejected"] for r in rb1], budget)
@@ -139,6 +159,7 @@ def run_trial(cfg: DictConfig, out_dir: Path, progress: Callable[[str], None] | 
     report = decontamination([r["prompt"] for r in prefs], [r["prompt"] for r in rb2 + rb1],
                              cfg.benchmark.decontam_ngram)
     metrics |= report.as_metrics()
+    datasets = _datasets(cfg, prefs, rb2, rb1)
     if report.overlap > cfg.benchmark.decontam_max_overlap:
         raise DecontaminationError(
             f"{report.exact} exact and {report.ngram} {report.ngram_size}-gram overlaps between training and "
@@ -189,5 +210,7 @@ def run_trial(cfg: DictConfig, out_dir: Path, progress: Callable[[str], None] | 
     say(f"done in {timings['time/total_s']:.1f} s: " + ", ".join(
         f"{k}={metrics[k]:.3f}" for k in ("eval/acc", "rb2/overall", "rb1/overall", *headline_metrics(metrics))
         if k in metrics))
-    return TrialResult(metrics=metrics, params=trial_params(cfg, policy_family), history=history,
-                       artifacts=artifacts)
+    params = trial_params(cfg, policy_family)
+    for k in [k for k in metrics if k.startswith(LENGTH_BASELINE)]:
+        params[k] = f"{metrics.pop(k):.4f}"
+    return TrialResult(metrics=metrics, params=params, history=history, artifacts=artifacts, datasets=datasets)

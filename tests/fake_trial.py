@@ -66,5 +66,9 @@ def fake_trial(cfg: DictConfig, out_dir: Path, progress=None):
     scores.write_text(json.dumps({"id": 0, "score": metrics["rb2/overall"]}) + "\n")
     plot = out_dir / "plots" / "curve.txt"
     plot.write_text("a plot\n")
+    from rmexp.tracking import describe_dataset
+
+    rows = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(int(cfg.data.size) % 7 + 3)]
+    datasets = [describe_dataset("preferences", rows, {"generator": "fake_trial"}, "train")]
     return TrialResult(metrics=metrics, params={"model": cfg.model.name, "train.epochs": str(e)},
-                       history=history, artifacts=[scores, plot])
+                       history=history, artifacts=[scores, plot], datasets=datasets)

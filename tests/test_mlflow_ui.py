@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rmexp.tracking import ui_command
+from tests.cdp import SERVER_TIMEOUT
 
 
 def _free_port() -> int:
@@ -46,7 +47,7 @@ def test_mlflow_ui_serves_runs_on_loopback(tmp_path):
                             cwd=tmp_path)
     try:
         body = None
-        deadline = time.time() + 60
+        deadline = time.time() + SERVER_TIMEOUT
         while time.time() < deadline and body is None:
             try:
                 req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name"
@@ -56,7 +57,7 @@ def test_mlflow_ui_serves_runs_on_loopback(tmp_path):
                 if proc.poll() is not None:
                     pytest.fail("mlflow ui exited early")
                 time.sleep(0.5)
-        assert body is not None, "mlflow ui did not answer within 60 s"
+        assert body is not None, f"mlflow ui did not answer within {SERVER_TIMEOUT} s"
         assert body["experiment"]["name"] == "ui_check"
         # Bound to loopback only: the listening socket's address is 127.0.0.1.
         if shutil.which("ss"):

@@ -116,7 +116,7 @@ def test_every_sweep_config_composes_and_validates(path):
                 assert {k: spec.cfg.data.domain_weights[k] for k in value} == value
             else:
                 assert OmegaConf.select(spec.cfg, key) == value
-        assert spec.name == f"{spec.cfg.model.name}-{spec.key[:8]}"
+        assert spec.name == ",".join(f"{k}={T.axes_label({'_': v})[2:]}" for k, v in spec.axes.items())
     # the sweep itself (and tracking/ray) is not part of a trial's identity
     cfg0 = specs[0].cfg.copy()
     with open_dict(cfg0):
@@ -131,10 +131,28 @@ def test_smoke_is_tiny_and_cli_overrides_apply():
     specs = S.compose_trials(_compose(ovs), ovs)
     assert [s.label for s in specs] == ["model=toy_llama_xs train.epochs=1", "model=toy_llama_xs train.epochs=2",
                                         "model=toy_gpt2_xs train.epochs=1", "model=toy_gpt2_xs train.epochs=2"]
+    assert [s.name for s in specs][-1] == "model=toy_gpt2_xs,train.epochs=2"  # the MLflow run name
     tiny = yaml.safe_load((CONF_DIR / "preset" / "tiny.yaml").read_text())
     for s in specs:
         assert s.cfg.data.size == 300
         assert s.cfg.benchmark.rows_per_subset == tiny["benchmark"]["rows_per_subset"]
+
+
+def test_replicates_repeat_every_point_with_consecutive_seeds():
+    ovs = ["+sweep=smoke", "sweep.replicates=3", "seed=5"]
+    specs = S.compose_trials(_compose(ovs), ovs)
+    assert len(specs) == 12 and len({s.key for s in specs}) == 12      # the seed is part of the trial key
+    assert [s.cfg.seed for s in specs[:4]] == [5, 6, 7, 5]             # innermost axis
+    assert [s.cfg.train.seed for s in specs[:4]] == [5, 6, 7, 5]       # the trial's seed drives its stages
+    assert specs[1].name == "model=toy_llama_xs,train.epochs=1,seed=6"
+    assert specs[1].cfg.train.epochs == 1 and specs[3].cfg.train.epochs == 2
+    one = S.compose_trials(_compose(["+sweep=smoke"]), ["+sweep=smoke"])
+    assert [s.key for s in one] != [s.key for s in specs[::3]]          # seed 5 is not the default seed 0
+    with pytest.raises(ConfigError, match="sweep.replicates=0"):
+        S.compose_trials(_compose(["+sweep=smoke", "sweep.replicates=0"]), ["+sweep=smoke"])
+    cfg = _with_axes({"train.seed": [1, 2]}, base=("+sweep=smoke", "sweep.replicates=2"))
+    with pytest.raises(ConfigError, match="axis on train.seed"):
+        S.compose_trials(cfg, ["+sweep=smoke"])
 
 
 def _with_axes(axes, base=("+sweep=smoke",)):
@@ -219,7 +237,7 @@ def test_failed_trials_are_isolated_and_rerun(ray_local, workdir, tmp_path, caps
     out = capsys.readouterr().out
     assert "[sweep fail_iso] 4/4 done (0 cached, 2 failed), 0 running, 0 pending" in out
     assert "FakeStageError: fake failure with train.seed=13" in out and "correlations skipped" in out
-    assert "--host 127.0.0.1 --port 5000" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db --host 127.0.0.1 --port 5000" in out
     assert sorted(p.name for p in (tmp_path / "runs" / "fail_iso").iterdir()) == sorted(s.spec.key for s in result.trials)
 
     again = _run(ovs, tmp_path, axes)                     # finished trials cached, failed ones rerun
@@ -247,6 +265,19 @@ def test_resume_runs_nothing_twice_and_keeps_correlations(ray_local, workdir, tm
         assert r.data.tags[T.CACHED_FROM_TAG] == originals[r.data.tags[TRIAL_KEY_TAG]]
     parent = client.get_run(second.parent_run_id)
     assert parent.data.tags[T.SWEEP_TAG] == "smoke" and parent.data.tags["rmexp.n_trials"] == "4"
+    assert parent.data.params["sweep.axes.model"] == "[toy_llama_xs,toy_gpt2_xs]"
+    assert parent.data.params["sweep.axes.train.epochs"] == "[1,2]"
+    assert parent.data.params["sweep.replicates"] == "1" and parent.data.params["sweep.n_trials"] == "4"
+    assert parent.data.params["override.tracking.uri"] == f"sqlite:///{tmp_path}/mlflow.db"
+    # only the headline correlations are metrics (rb2/rb1/eval-acc x bon gain; pearson and spearman)
+    assert set(corr1) == {f"corr/{m}/{b}__bon_gain_16" for m in ("pearson", "spearman")
+                          for b in ("rb2_overall", "rb1_overall", "eval_acc")}
+    table = Path(client.download_artifacts(first.parent_run_id, "correlations.csv", str(tmp_path))).read_text()
+    assert "rb2/Precise IF" in table                                   # the full table is the artifact
+    names = sorted(r.info.run_name for r in copies)
+    assert names[0] == "model=toy_gpt2_xs,train.epochs=1"
+    exp = client.get_experiment(parent.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.tags[T.COMMAND_TAG].startswith("python -m rmexp +sweep=smoke")
 
     third = _run(["+sweep=smoke"], tmp_path)         # copies of copies still point at the originals
@@ -290,7 +321,8 @@ def test_killed_driver_loses_and_duplicates_nothing(ray_local, workdir, tmp_path
     runs = client.search_runs([exp_id])
     [parent] = [r for r in runs if PARENT_TAG not in r.data.tags]
     assert parent.info.status == "KILLED"
-    assert [r.info.status for r in runs if PARENT_TAG in r.data.tags] == ["FINISHED"]  # no half-made children
+    children = sorted(r.info.status for r in runs if PARENT_TAG in r.data.tags)
+    assert children == ["FINISHED", "KILLED"]          # the one that was running ended, not left RUNNING
 
     (tmp_path / "block").unlink()
     again = S.run_sweep(cfg, trial_fn=fake_trial, overrides=ovs, n_boot=50, file=stream)

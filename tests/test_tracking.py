@@ -2,6 +2,7 @@
 config-error path. A fake trial function stands in for the real one (tests/fake_trial.py)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
 from rmexp import tracking as T
+from rmexp.sweep import recorder as R
 from rmexp.analyze import TRIAL_KEY_TAG
 from rmexp.config import CONF_DIR
 from tests.fake_trial import CALLS_FILE, FakeStageError, fake_metrics, fake_trial
@@ -70,15 +72,15 @@ def test_safe_key_and_axis_params():
 
 def test_experiment_artifacts_beside_db(store, tmp_path):
     client = MlflowClient(store)
-    exp_id = T.get_or_create_experiment(client, "my sweep", store)
-    assert T.get_or_create_experiment(client, "my sweep", store) == exp_id
+    exp_id = R.get_or_create_experiment(client, "my sweep", store)
+    assert R.get_or_create_experiment(client, "my sweep", store) == exp_id
     loc = client.get_experiment(exp_id).artifact_location
     assert loc == (tmp_path.resolve() / "mlartifacts" / "my_sweep").as_uri()
 
 
 def test_log_trial_result_layout(store, tmp_path):
     client = MlflowClient(store)
-    exp_id = T.get_or_create_experiment(client, "layout", store)
+    exp_id = R.get_or_create_experiment(client, "layout", store)
     run_id = client.create_run(exp_id).info.run_id
     out = tmp_path / "out"
     (out / "plots").mkdir(parents=True)
@@ -89,7 +91,7 @@ def test_log_trial_result_layout(store, tmp_path):
               "params": {"model": "from-trial", "lr": 0.1}, "history": history,
               "artifacts": [out / "scores.jsonl", out / "plots" / "p.png", out / "missing.txt"]}
     cfg = _cfg("train.epochs=2")
-    T.log_trial_result(client, run_id, result, cfg, axes={"model": "toy_llama_s", "data.domain_weights": {"Math": 3}},
+    R.log_trial_result(client, run_id, result, cfg, axes={"model": "toy_llama_s", "data.domain_weights": {"Math": 3}},
                        out_dir=out)
     run = client.get_run(run_id)
     assert run.data.params["model"] == "toy_llama_s"           # the axis value wins
@@ -168,3 +170,47 @@ def test_cli_cfg_job_prints_the_config(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "sweep:\n  name: smoke" in p.stdout and "model:" in p.stdout
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- lifecycle, UI
+def test_ui_hint_for_local_store_and_for_server():
+    local = T.ui_hint("sqlite:////x/mlflow.db", "3", "abc")
+    assert local == ("  mlflow ui --backend-store-uri sqlite:////x/mlflow.db --host 127.0.0.1 --port 5000\n"
+                     "  then open http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning")
+    server = T.ui_hint("http://10.0.0.5:5000/", "3")
+    assert server == "  open http://10.0.0.5:5000/#/experiments/3?workflowType=machine_learning"  # the server is the UI
+
+
+def test_reap_dead_ends_only_runs_of_dead_drivers(store):
+    rec = R.Recorder(store, "reap")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = rec.client.create_run(rec.experiment_id, tags={**R.driver_tags(), R.DRIVER_PID_TAG: str(gone.pid)})
+    alive = rec.client.create_run(rec.experiment_id, tags=R.driver_tags())           # this process
+    elsewhere = rec.client.create_run(rec.experiment_id, tags={**R.driver_tags(), R.DRIVER_HOST_TAG: "other-host",
+                                                               R.DRIVER_PID_TAG: str(gone.pid)})
+    reused = rec.client.create_run(rec.experiment_id, tags={**R.driver_tags(), R.DRIVER_START_TAG: "1"})  # pid reused
+    lines = []
+    assert rec.reap_dead(lines.append) == 2
+    status = [rec.client.get_run(r.info.run_id).info.status for r in (dead, alive, elsewhere, reused)]
+    assert status == ["KILLED", "RUNNING", "RUNNING", "KILLED"]
+    assert any(f"driver pid {gone.pid}, which is gone: marked KILLED" in ln for ln in lines), lines
+
+
+def test_describe_dataset_digest_follows_content():
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "meta": {"d": 1}}]
+    a = T.describe_dataset("preferences", rows, {"world.seed": 0}, "train")
+    assert a == T.describe_dataset("preferences", [dict(r) for r in rows], {"world.seed": 0}, "train")
+    b = T.describe_dataset("preferences", [{**rows[0], "chosen": "c"}], {"world.seed": 0}, "train")
+    assert a["digest"] != b["digest"] and a["name"] == "preferences" and a["context"] == "train"
+    import mlflow.data
+    import pandas as pd
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    # MLflow's own description of the same rows (nested values as JSON text): same schema, profile and source
+    frame = pd.DataFrame([{**r, "meta": json.dumps(r["meta"])} for r in rows])
+    ref = mlflow.data.from_pandas(frame, source=CodeDatasetSource(tags={"world.seed": "0"}),
+                                  name="preferences")._to_mlflow_entity()
+    assert (a["schema"], a["profile"], a["source"], a["source_type"]) == (ref.schema, ref.profile, ref.source,
+                                                                           ref.source_type)
+    assert len(a["digest"]) == len(ref.digest) == 8
