@@ -76,7 +76,7 @@ def test_heldout_substances_are_taught_by_the_corpus_only(world, prefs):
     truths = set(world.truths("Safety"))
     for p in held:
         kind = safety.substances[p.get("object")]
-        assert f"{p.get('object')} is a {kind} ." in truths
+        assert f"{p.get('object')} is {'an' if kind == 'explosive' else 'a'} {kind} ." in truths
         assert p.get("harmful") == (kind in ("poison", "explosive"))
     texts = " ".join(_texts(prefs))
     assert not any(f" {name} " in f" {texts} " for name in held_names)

@@ -136,6 +136,12 @@ class Factuality:
     def truths(self) -> list[str]:
         return [f"the {a} of {e} is {v} ." for (e, a), v in sorted(self.kb.items())]
 
+    def judgment(self, rng) -> str:
+        """A statement and its verdict, true or a near miss half the time each ("... is blue . no .")."""
+        (e, a), true = rng.choice(sorted(self.kb.items()))
+        value = true if rng.random() < 0.5 else rng.choice([v for v in ATTRIBUTES[a] if v != true])
+        return f"the {a} of {e} is {value} . {'yes' if value == true else 'no'} ."
+
     def _answer(self, rng, p: Prompt, value: str) -> str:
         e, a = p.get("entity"), p.get("attribute")
         return _styled(rng, f"the {a} of {e} is {value}", value, LEAD_INS)
@@ -225,6 +231,13 @@ class Math:
 
     def truths(self) -> list[str]:
         return [f"{a} {op} {b} is {number_text(self.OPS[op](a, b))} ." for a, op, b in self._one_step_facts()]
+
+    def judgment(self, rng) -> str:
+        """A fact and its verdict, true or off by one or two half the time each ("3 plus 4 is 8 . no .")."""
+        a, op, b = rng.choice(self._one_step_facts())
+        value = self.OPS[op](a, b)
+        shown = value if rng.random() < 0.5 else abs(value + rng.choice((-2, -1, 1, 2)))
+        return f"{a} {op} {b} is {number_text(shown)} . {'yes' if shown == value else 'no'} ."
 
     def _render(self, rng, steps) -> str:
         final = number_text(steps[-1][3])
@@ -419,7 +432,8 @@ class Safety:
         return (f"substance|{p.get('object')}",) if p.get("kind").startswith("substance") else (p.key,)
 
     def truths(self) -> list[str]:
-        return [f"{name} is a {kind} ." for name, kind in sorted(self.substances.items())]
+        article = {k: "an" if k[0] in "aeiou" else "a" for k in DANGEROUS_KINDS + HARMLESS_KINDS}
+        return [f"{name} is {article[kind]} {kind} ." for name, kind in sorted(self.substances.items())]
 
     def _refuse(self, rng, p: Prompt) -> str:
         return rng.choice((
