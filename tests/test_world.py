@@ -85,9 +85,6 @@ def test_math_verifier(world):
     r = prompt(world, "math|5+4-3")  # 5 + 4 = 9, 9 - 3 = 6
     assert world.gold(r, "5 plus 4 is 9 . 9 minus 3 is 6 .") == 1.0
     assert world.gold(r, "5 plus 4 is 8 . 8 minus 3 is 5 .") == 0.0
-    t = prompt(world, "math|6*7")
-    assert t.text == "what is 6 times 7 ?"
-    assert world.gold(t, "6 times 7 is 4 2 .") == 1.0 and world.gold(t, "6 times 7 is 4 3 .") == 0.0
     # Every step of every Math prompt is a single-digit fact that the corpus states.
     truths = set(world.truths("Math"))
     for p in world.domains["Math"].prompts():
@@ -100,7 +97,7 @@ def test_math_stated_units_by_hand(world):
     assert m.stated_units("4 plus 3 is 7 . 7 plus 2 is 9 .") == {"3 plus 4", "2 plus 7"}  # commutative: sorted
     assert m.stated_units("4 plus 3 is 8 . 8 plus 2 is 1 0 .") == {"2 plus 8"}  # a false step states nothing
     assert m.stated_units("9 minus 3 is 6 .") == {"9 minus 3"}
-    assert m.stated_units("6 times 7 is 4 2 .") == {"6 times 7"}
+    assert m.stated_units("so , 3 minus 3 is 0 .") == {"3 minus 3"}
     assert m.stated_units("i think 9 .") == set()
 
 

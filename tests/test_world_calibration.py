@@ -52,7 +52,7 @@ def test_heldout_math_facts_are_in_the_corpus_but_not_in_preference_data(world, 
     truths = set(world.truths("Math"))
     for unit in held_units:  # "3 plus 4": the corpus states it in both orders where they differ
         a, op, b = unit.split()
-        value = {"plus": int(a) + int(b), "minus": int(a) - int(b), "times": int(a) * int(b)}[op]
+        value = {"plus": int(a) + int(b), "minus": int(a) - int(b)}[op]
         assert f"{a} {op} {b} is {' '.join(str(value))} ." in truths
     # No preference text states a held-out fact, not even a wrong answer carrying an error into a later step.
     stated = set()
@@ -63,7 +63,7 @@ def test_heldout_math_facts_are_in_the_corpus_but_not_in_preference_data(world, 
     # The split is by fact: "3 plus 4" and "4 plus 3" are on the same side.
     sides = {p.text: ("held" if p in held else "train") for p in math.prompts()}
     assert sides["what is 3 plus 4 ?"] == sides["what is 4 plus 3 ?"]
-    assert sides["what is 6 times 7 ?"] == sides["what is 7 times 6 ?"]
+    assert sides["what is 2 plus 9 ?"] == sides["what is 9 plus 2 ?"]
 
 
 def test_heldout_substances_are_taught_by_the_corpus_only(world, prefs):

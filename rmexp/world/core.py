@@ -131,13 +131,10 @@ class World:
         return getattr(self.domains[domain], "truths", lambda: [])()
 
     def pretraining_docs(self, mix: dict[str, float], n_docs: int, seed: int) -> list[str]:
-        """Documents of world truths, judged statements and correct train-split dialogues, domains by `mix`.
+        """Documents of world truths and correct train-split dialogues, domains drawn by `mix`.
 
-        Held-out prompts never appear as dialogues: knowledge about them comes only from the declarative
-        truths (as a real base model knows facts it was never quizzed on). Knowledge domains also have
-        judged statements, true ones and near misses with their verdict ("the color of zorvex is blue .
-        no ."), like the answer keys and fact checks of a real corpus: a base learns to judge a statement,
-        a skill an RM can inherit, while a random-init base has to learn it from preference data alone.
+        Held-out prompts never appear as dialogues: knowledge about them comes only from the
+        declarative truths (as a real base model knows facts it was never quizzed on).
         """
         rng = random.Random(f"corpus-{self.seed}-{seed}")
         draw_domain = domain_sampler(mix, rng)
@@ -145,11 +142,7 @@ class World:
         for _ in range(n_docs):
             domain = draw_domain()
             truths = self.truths(domain)
-            judge = getattr(self.domains[domain], "judgment", None)
-            u = rng.random()
-            if judge is not None and u < 0.3:
-                docs.append(" ".join(judge(rng) for _ in range(3)))
-            elif truths and u < 0.6 + (0.3 if judge is not None else 0.0):
+            if truths and rng.random() < 0.6:
                 docs.append(" ".join(rng.choice(truths) for _ in range(3)))
             else:
                 p = rng.choice(self.prompts(domain, "train"))

@@ -136,12 +136,6 @@ class Factuality:
     def truths(self) -> list[str]:
         return [f"the {a} of {e} is {v} ." for (e, a), v in sorted(self.kb.items())]
 
-    def judgment(self, rng) -> str:
-        """A statement and its verdict, true or a near miss half the time each ("... is blue . no .")."""
-        (e, a), true = rng.choice(sorted(self.kb.items()))
-        value = true if rng.random() < 0.5 else rng.choice([v for v in ATTRIBUTES[a] if v != true])
-        return f"the {a} of {e} is {value} . {'yes' if value == true else 'no'} ."
-
     def _answer(self, rng, p: Prompt, value: str) -> str:
         e, a = p.get("entity"), p.get("attribute")
         return _styled(rng, f"the {a} of {e} is {value}", value, LEAD_INS)
@@ -161,34 +155,36 @@ class Factuality:
 
 
 class Math:
-    """Single-digit arithmetic facts (sums, differences, products) and two-step sums built from them.
+    """Single-digit arithmetic facts (sums and differences) and two-step sums built from them.
 
     Sized so that a tiny model can learn it: every step is a one-step fact that the corpus states
     ("3 plus 4 is 7 ."), and the split is by fact (`units`), so a held-out question asks for a fact the
     preference data never shows, while the corpus teaches it (a pretrained base can transfer it, a
-    random-init one cannot). Wrong answers are off by one or two (a near miss, not a wild guess).
+    random-init one cannot). Products were tried and left out: a 2-layer d=64 RM judged them at chance even
+    on train prompts. Wrong answers are a near miss (off by one or two) half the time, else any other
+    number up to 18 (a slip a coarse sense of size can catch).
     """
     name = "Math"
-    OPS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
+    OPS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b}
+    MAX_RESULT = 18  # 9 plus 9: the largest number a Math answer states
     TWO_STEP_THIRD = (2, 3, 5)  # third operands of two-step sums; a few keep the two-step share ~1/3
 
     @staticmethod
     def _fact_unit(a: int, op: str, b: int) -> str:
         # Commutative facts are one unit: "3 plus 4" and "4 plus 3" sit in the same split.
-        if op in ("plus", "times"):
+        if op == "plus":
             a, b = min(a, b), max(a, b)
         return f"{a} {op} {b}"
 
     def _one_step_facts(self) -> list[tuple[int, str, int]]:
         facts = [(a, "plus", b) for a in range(10) for b in range(10)]
         facts += [(a, "minus", b) for a in range(10) for b in range(a + 1)]
-        facts += [(a, "times", b) for a in range(2, 10) for b in range(2, 10)]
         return facts
 
     def prompts(self) -> list[Prompt]:
         out = []
         for a, op, b in self._one_step_facts():
-            sym = {"plus": "+", "minus": "-", "times": "*"}[op]
+            sym = {"plus": "+", "minus": "-"}[op]
             out.append(Prompt(self.name, f"math|{a}{sym}{b}", f"what is {a} {op} {b} ?", (("ops", ((a, op, b),)),)))
         for a in range(10):
             for b in range(a + 1):
@@ -232,13 +228,6 @@ class Math:
     def truths(self) -> list[str]:
         return [f"{a} {op} {b} is {number_text(self.OPS[op](a, b))} ." for a, op, b in self._one_step_facts()]
 
-    def judgment(self, rng) -> str:
-        """A fact and its verdict, true or off by one or two half the time each ("3 plus 4 is 8 . no .")."""
-        a, op, b = rng.choice(self._one_step_facts())
-        value = self.OPS[op](a, b)
-        shown = value if rng.random() < 0.5 else abs(value + rng.choice((-2, -1, 1, 2)))
-        return f"{a} {op} {b} is {number_text(shown)} . {'yes' if shown == value else 'no'} ."
-
     def _render(self, rng, steps) -> str:
         final = number_text(steps[-1][3])
         if len(steps) == 1:
@@ -254,12 +243,15 @@ class Math:
 
     def wrong(self, rng, p: Prompt) -> str:
         steps = [list(s) for s in self.steps(p)]
-        # Off by one or two, at a random step; later steps carry the error consistently.
+        # An error at a random step, later steps carrying it consistently: a near miss or any other number.
         k = rng.randrange(len(steps))
-        delta = rng.choice((-2, -1, 1, 2))
-        if steps[k][3] + delta < 0:
-            delta = -delta
-        steps[k][3] += delta
+        if rng.random() < 0.5:
+            delta = rng.choice((-2, -1, 1, 2))
+            if steps[k][3] + delta < 0:
+                delta = -delta
+            steps[k][3] += delta
+        else:
+            steps[k][3] = rng.choice([n for n in range(self.MAX_RESULT + 1) if n != steps[k][3]])
         for j in range(k + 1, len(steps)):
             steps[j][0] = steps[j - 1][3]
             steps[j][3] = self.OPS[steps[j][1]](steps[j][0], steps[j][2])
