@@ -8,7 +8,9 @@ per-domain RewardBench 2 table (model x domain, overall, best-of-N gain), plus w
 Each model runs `rmexp.trial.run_trial` in this process, one after another, with `--threads` torch threads
 (the sweep gives one thread to a trial); `--cache-dir` defaults to a fresh temp dir, so the times are cold
 (zoo builds included, the BoN policy's build and sampling counted in the first trial that needs them).
-Trailing arguments after `--` are Hydra overrides applied to every trial. The checks at the end are the
+Trailing arguments after `--` are Hydra overrides applied to every trial. To use more cores, run several
+processes on one `--cache-dir` with disjoint `--models` and `--json` files (as a sweep runs trials in
+parallel), then print the joint table with `--from-json A.json B.json ...`. The checks at the end are the
 world's calibration targets (DESIGN.md, "Toy world"): every non-Ties domain has its best RM >= 0.25 above
 chance, no domain has every RM >= 0.95, and pretrained bases beat random-init ones on Factuality and Math.
 """
@@ -84,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a sweep trial gets 1)")
     parser.add_argument("--no-bon", action="store_true", help="skip best-of-N (RB2/RB1 only)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write {model: metrics} as JSON")
+    parser.add_argument("--from-json", nargs="+", default=None, metavar="PATH",
+                        help="print the table and checks of earlier --json files (runs nothing)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        rows = {}
+        for path in args.from_json:
+            rows |= json.loads(Path(path).read_text())
+        print_table(rows)
+        return 0
     torch.set_num_threads(args.threads)
     models = args.models or sweep_models(args.sweep)
     cache = args.cache_dir or tempfile.mkdtemp(prefix="rmexp_wcal_")
@@ -103,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m}: {rows[m]['wall_s']:.1f} s wall, {rows[m]['cpu_s']:.1f} s CPU  " + "  ".join(
                 f"{c}={rows[m][f'rb2/{c}']:.3f}" for c in COLUMNS), flush=True)
     total = time.time() - start
+    print_table(rows)
+    print(f"{len(rows)} RMs in {total:.0f} s wall ({args.threads} thread(s), cache {cache})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, sort_keys=True))
+    return 0
+
+
+def print_table(rows: dict[str, dict[str, float]]) -> None:
     head = f"| model | {' | '.join(COLUMNS)} | bon/gain_16 | eval/acc | wall s | CPU s |"
     print("\n" + head + "\n|" + "---|" * (len(COLUMNS) + 5))
     for m, r in rows.items():
@@ -110,12 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {m} | " + " | ".join(f"{r[f'rb2/{c}']:.3f}" for c in COLUMNS)
               + f" | {bon} | {r['eval/acc']:.3f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} |")
     cpu_total = sum(r["cpu_s"] for r in rows.values())
-    print(f"\n{len(rows)} RMs in {total:.0f} s wall, {cpu_total:.0f} s CPU ({args.threads} thread(s), cache {cache});"
-          " on a loaded machine the CPU time is the better estimate of the idle wall time")
+    print(f"\n{len(rows)} RMs: {cpu_total:.0f} s CPU in all (on a loaded machine the CPU time is the better "
+          "estimate of the idle wall time)")
     print("\n".join(checks(rows)))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1, sort_keys=True))
-    return 0
 
 
 if __name__ == "__main__":
