@@ -9,6 +9,9 @@ Every domain has three parts:
     judge anything a policy samples (garbage scores 0).
 
 Texts are lower-case words separated by single spaces; numbers are written digit by digit ("1 2").
+
+Longer than the usual module on purpose: the six domains share one closed vocabulary (the word lists at
+the top), and keeping them beside it makes a word that a generator uses but the list lacks easy to see.
 """
 from __future__ import annotations
 
