@@ -98,7 +98,7 @@ class BenchmarkConfig:
     source: str = "toy"              # toy: built from held-out prompts | files: rb2_path / rb1_path
     rb2_path: Optional[str] = None   # jsonl/parquet in the RewardBench 2 schema, or a hub id
     rb1_path: Optional[str] = None   # jsonl/parquet in the RewardBench 1 schema, or a hub id
-    rows_per_subset: int = 60        # toy RB2 rows per subset
+    rows_per_subset: int = 150       # toy RB2 rows per non-Ties subset (real RB2: 160-495)
     seed: int = 0
     decontam_ngram: int = 8          # n-gram size of the overlap check
     decontam_max_overlap: float = 0.0  # largest share of benchmark prompts allowed to overlap train
@@ -115,7 +115,7 @@ class PolicyConfig:
 @dataclass
 class BonConfig:
     enabled: bool = True
-    prompts_per_domain: int = 12     # held-out prompts per domain
+    prompts_per_domain: int = 50     # held-out prompts per domain: 300 in all
     n_samples: int = 16              # samples per prompt (N_max)
 
 
@@ -142,7 +142,7 @@ class PPOConfig:
     gamma: float = 1.0
     lam: float = 0.95
     missing_eos_penalty: float = 1.0 # subtracted from the score of completions that never end
-    eval_prompts_per_domain: int = 24 # held-out prompts per domain for gold/proxy/KL (144: SE of gold ~0.04)
+    eval_prompts_per_domain: int = 50 # held-out prompts per domain for gold/proxy/KL, as many as BoN
     eval_every: int = 10
     seed: int = 0                    # PPO's own seed (sampling, minibatch order): vary it without retraining the RM
 

@@ -68,23 +68,37 @@ def test_is_refusal(text, expected):
 
 # ----------------------------------------------------------------------------- verifiers
 def test_math_verifier(world):
-    p = prompt(world, "math|3+4+1")
-    assert p.text == "what is 3 plus 4 plus 1 ?"
+    p = prompt(world, "math|4+3+2")
+    assert p.text == "what is 4 plus 3 plus 2 ?"
     g = lambda r: world.gold(p, r)  # noqa: E731
-    assert g("3 plus 4 is 7 . 7 plus 1 is 8 .") == 1.0
-    assert g("3 plus 4 is 7 . 7 plus 1 is 9 .") == 0.0      # subtly wrong last step
-    assert g("3 plus 4 is 7 . so the answer is 8 .") == 1.0  # graded on the final number
-    assert g("the answer is 8 .") == 1.0
-    assert g("8") == 1.0
-    assert g("the answer is 1 8 .") == 0.0                   # digits run together: 18
-    assert g("8 . no , 9 .") == 0.0                           # the last number counts
+    assert g("4 plus 3 is 7 . 7 plus 2 is 9 .") == 1.0
+    assert g("4 plus 3 is 7 . 7 plus 2 is 8 .") == 0.0      # subtly wrong last step
+    assert g("4 plus 3 is 7 . so the answer is 9 .") == 1.0  # graded on the final number
+    assert g("the answer is 9 .") == 1.0
+    assert g("9") == 1.0
+    assert g("the answer is 1 9 .") == 0.0                   # digits run together: 19
+    assert g("9 . no , 8 .") == 0.0                           # the last number counts
     assert g("fish bread honey") == 0.0
     assert g("") == 0.0
     q = prompt(world, "math|7-2")
     assert world.gold(q, "7 minus 2 is 5 .") == 1.0 and world.gold(q, "7 minus 2 is 4 .") == 0.0
-    r = prompt(world, "math|9+8+7")  # 9 + 8 = 17, 17 + 7 = 24
-    assert world.gold(r, "9 plus 8 is 1 7 . 1 7 plus 7 is 2 4 .") == 1.0
-    assert world.gold(r, "9 plus 8 is 1 6 . 1 6 plus 7 is 2 3 .") == 0.0
+    r = prompt(world, "math|5+4-3")  # 5 + 4 = 9, 9 - 3 = 6
+    assert world.gold(r, "5 plus 4 is 9 . 9 minus 3 is 6 .") == 1.0
+    assert world.gold(r, "5 plus 4 is 8 . 8 minus 3 is 5 .") == 0.0
+    # Every step of every Math prompt is a single-digit fact that the corpus states.
+    truths = set(world.truths("Math"))
+    for p in world.domains["Math"].prompts():
+        for left, op, right, result in world.domains["Math"].steps(p):
+            assert left <= 9 and right <= 9 and f"{left} {op} {right} is {number_text(result)} ." in truths, p.key
+
+
+def test_math_stated_units_by_hand(world):
+    m = world.domains["Math"]
+    assert m.stated_units("4 plus 3 is 7 . 7 plus 2 is 9 .") == {"3 plus 4", "2 plus 7"}  # commutative: sorted
+    assert m.stated_units("4 plus 3 is 8 . 8 plus 2 is 1 0 .") == {"2 plus 8"}  # a false step states nothing
+    assert m.stated_units("9 minus 3 is 6 .") == {"9 minus 3"}
+    assert m.stated_units("so , 3 minus 3 is 0 .") == {"3 minus 3"}
+    assert m.stated_units("i think 9 .") == set()
 
 
 def test_precise_if_verifier_is_the_fraction_of_constraints(world):
@@ -302,7 +316,13 @@ def test_train_and_benchmark_prompts_are_disjoint(world, rb2, rb1):
         assert not {p.key for p in train} & {p.key for p in held}
         assert not {p.text for p in train} & {p.text for p in held}
         assert {p.key for p in train} | {p.key for p in held} == {p.key for p in world.domains[d].prompts()}
-        assert len(held) == max(2, round(0.3 * (len(train) + len(held))))
+        # The split is by unit (a fact, a substance, else the prompt): 30% of the units are held out.
+        # Every held-out prompt reveals a unit that no train prompt reveals.
+        units = {u for p in train + held for u in world.units(p)}
+        train_units = {u for p in train for u in world.units(p)}
+        held_units = units - train_units
+        assert all(set(world.units(p)) & held_units for p in held), d
+        assert len(held_units) == max(2, round(0.3 * len(units))), d
     train_texts = {p.text for d in DOMAINS for p in world.prompts(d, "train")}
     held_texts = {p.text for d in DOMAINS for p in world.prompts(d, "heldout")}
     bench = {r["prompt"] for r in rb2 + rb1}

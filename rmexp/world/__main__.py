@@ -57,7 +57,7 @@ PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected", "id", "domain", "prompt_ke
 CORPUS_COLUMNS = ("text",)
 
 # Defaults match conf/benchmark/toy.yaml and conf/data/toy.yaml.
-DEFAULT_RB2_ROWS = 60
+DEFAULT_RB2_ROWS = 150
 DEFAULT_RB1_PAIRS = 40          # rb1_rows' max_per_subset
 DEFAULT_PREFERENCES = 8000
 DEFAULT_CORPUS_DOCS = 10000

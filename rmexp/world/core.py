@@ -13,7 +13,7 @@ from rmexp.world.domains import (
     PreciseIF, Prompt, Safety, Ties, extra_words,
 )
 
-WORLD_VERSION = 1  # bump when prompts, answers, verifiers or the corpus change: zoo, RM and sample caches key on it
+WORLD_VERSION = 2  # bump when prompts, answers, verifiers or the corpus change: zoo, RM and sample caches key on it
 HELDOUT_FRACTION = 0.3  # share of each domain's prompts kept for benchmarks and downstream evaluation
 
 
@@ -36,18 +36,29 @@ class World:
         rng = random.Random(f"world-{seed}")
         self.domains = {
             "Factuality": Factuality(rng), "Precise IF": PreciseIF(), "Math": Math(),
-            "Safety": Safety(), "Focus": Focus(), "Ties": Ties(),
+            "Safety": Safety(rng), "Focus": Focus(), "Ties": Ties(),
         }
         assert tuple(self.domains) == DOMAINS
         self._split: dict[str, dict[str, list[Prompt]]] = {}
+        self._heldout_units: dict[str, set[str]] = {}
         for name, domain in self.domains.items():
             prompts = sorted(domain.prompts(), key=lambda p: p.key)
-            random.Random(f"split-{seed}-{name}").shuffle(prompts)
-            n_held = max(2, round(HELDOUT_FRACTION * len(prompts)))
-            self._split[name] = {"heldout": sorted(prompts[:n_held], key=lambda p: p.key),
-                                 "train": sorted(prompts[n_held:], key=lambda p: p.key)}
+            units = {p.key: self.units(p) for p in prompts}
+            # The split is by unit (a fact, a substance; else the prompt itself): a held-out unit is never
+            # shown by a train prompt, so preference data and SFT never reveal what a benchmark asks.
+            all_units = sorted({u for us in units.values() for u in us})
+            random.Random(f"split-{seed}-{name}").shuffle(all_units)
+            held = set(all_units[:max(2, round(HELDOUT_FRACTION * len(all_units)))])
+            self._split[name] = {"heldout": [p for p in prompts if held & set(units[p.key])],
+                                 "train": [p for p in prompts if not held & set(units[p.key])]}
+            self._heldout_units[name] = held
+        self._train_keys = {d: {p.key for p in s["train"]} for d, s in self._split.items()}
 
     # -- prompts and answers ------------------------------------------------------------------
+    def units(self, p: Prompt) -> tuple[str, ...]:
+        """What a prompt reveals, the unit of the train/held-out split (the prompt itself by default)."""
+        return getattr(self.domains[p.domain], "units", lambda q: (q.key,))(p)
+
     def prompts(self, domain: str, split: str) -> list[Prompt]:
         if domain not in self.domains:
             raise ValueError(f"unknown domain {domain!r}; the domains are {list(DOMAINS)}")
@@ -61,6 +72,12 @@ class World:
         random.Random(f"sample-{self.seed}-{seed}-{domain}-{split}").shuffle(prompts)
         return prompts[:n]
 
+    def reveals_heldout(self, prompt: Prompt, text: str) -> bool:
+        """Whether an answer to a train prompt states a held-out fact (Math's carried errors can)."""
+        stated = getattr(self.domains[prompt.domain], "stated_units", None)
+        return stated is not None and bool(stated(text) & self._heldout_units[prompt.domain]) \
+            and prompt.key in self._train_keys[prompt.domain]
+
     def gold(self, prompt: Prompt, response: str) -> float:
         return self.domains[prompt.domain].gold(prompt, response)
 
@@ -72,7 +89,7 @@ class World:
         domain = self.domains[prompt.domain]
         for _ in range(50):
             text = domain.wrong(rng, prompt)
-            if domain.gold(prompt, text) < 1.0:
+            if domain.gold(prompt, text) < 1.0 and not self.reveals_heldout(prompt, text):
                 return text
         raise RuntimeError(f"could not draw a wrong answer for {prompt.key}")
 

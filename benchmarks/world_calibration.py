@@ -1,0 +1,137 @@
+"""Calibrate the toy world as an instrument: train the RMs of a sweep without Ray or MLflow and print the
+per-domain RewardBench 2 table (model x domain, overall, best-of-N gain), plus wall time per RM.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/world_calibration.py                      # the base-model sweep
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/world_calibration.py --models toy_llama_s random_llama_s \
+        --cache-dir /tmp/wcal --no-bon --threads 1 -- data.size=4000
+
+Each model runs `rmexp.trial.run_trial` in this process, one after another, with `--threads` torch threads
+(the sweep gives one thread to a trial); `--cache-dir` defaults to a fresh temp dir, so the times are cold
+(zoo builds included, the BoN policy's build and sampling counted in the first trial that needs them).
+Trailing arguments after `--` are Hydra overrides applied to every trial. To use more cores, run several
+processes on one `--cache-dir` with disjoint `--models` and `--json` files (as a sweep runs trials in
+parallel), then print the joint table with `--from-json A.json B.json ...`. The checks at the end are the
+world's calibration targets (DESIGN.md, "Toy world"): every non-Ties domain has its best RM >= 0.25 above
+chance, no domain has every RM >= 0.95, and pretrained bases beat random-init ones on Factuality and Math.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from rmexp.config import CONF_DIR, validate  # noqa: E402
+from rmexp.trial import run_trial  # noqa: E402
+
+COLUMNS = ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties", "overall")
+CHANCE = 0.25  # RB2 non-Ties: 1 chosen among 4 completions
+MARGIN = 0.25  # a domain's best RM must beat chance by this much
+
+
+def sweep_models(name: str) -> list[str]:
+    cfg = OmegaConf.load(CONF_DIR / "sweep" / f"{name}.yaml")
+    return list(cfg.sweep.axes.model)
+
+
+def compose_trial(model: str, overrides: list[str], cache_dir: str, bon: bool):
+    ovs = [f"model={model}", f"cache_dir={cache_dir}", *overrides]
+    if not bon:
+        ovs.append("downstream.bon.enabled=false")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=ovs)
+    validate(cfg)
+    return cfg
+
+
+def checks(rows: dict[str, dict[str, float]]) -> list[str]:
+    """The calibration targets, one line each, PASS or FAIL."""
+    out = []
+    for d in COLUMNS[:-1]:
+        values = [m[f"rb2/{d}"] for m in rows.values()]
+        if d != "Ties":
+            ok = max(values) >= CHANCE + MARGIN
+            out.append(f"{'PASS' if ok else 'FAIL'} {d}: best {max(values):.3f} >= {CHANCE + MARGIN:.2f}")
+        ok = min(values) < 0.95
+        out.append(f"{'PASS' if ok else 'FAIL'} {d}: not saturated (min {min(values):.3f} < 0.95)")
+    pre = {n: m for n, m in rows.items() if not n.startswith("random_")}
+    rnd = {n: m for n, m in rows.items() if n.startswith("random_")}
+    for d in ("Factuality", "Math"):
+        if pre and rnd:
+            # Same-shape pairs where both exist (random_llama_s vs toy_llama_s), else best-vs-best.
+            pairs = [(n.replace("random_", "toy_"), n) for n in rnd if n.replace("random_", "toy_") in pre]
+            for p, r in pairs:
+                gap = pre[p][f"rb2/{d}"] - rnd[r][f"rb2/{d}"]
+                out.append(f"{'PASS' if gap > 0 else 'FAIL'} {d}: {p} - {r} = {gap:+.3f}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(prog="world_calibration.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="*", default=None, help="conf/model entries (default: the sweep's)")
+    parser.add_argument("--sweep", default="base_models", help="conf/sweep entry whose model axis to run")
+    parser.add_argument("--cache-dir", default=None, help="cache (default: a fresh temp dir, so times are cold)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a sweep trial gets 1)")
+    parser.add_argument("--no-bon", action="store_true", help="skip best-of-N (RB2/RB1 only)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write {model: metrics} as JSON")
+    parser.add_argument("--from-json", nargs="+", default=None, metavar="PATH",
+                        help="print the table and checks of earlier --json files (runs nothing)")
+    args = parser.parse_args(argv)
+    if args.from_json:
+        rows = {}
+        for path in args.from_json:
+            rows |= json.loads(Path(path).read_text())
+        print_table(rows)
+        return 0
+    torch.set_num_threads(args.threads)
+    models = args.models or sweep_models(args.sweep)
+    cache = args.cache_dir or tempfile.mkdtemp(prefix="rmexp_wcal_")
+    try:
+        configs = {m: compose_trial(m, overrides, cache, not args.no_bon) for m in models}
+    except Exception as err:  # noqa: BLE001 - a config error, reported before any work starts
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    rows: dict[str, dict[str, float]] = {}
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix="rmexp_wcal_out_") as out:
+        for m, cfg in configs.items():
+            t, cpu = time.time(), time.process_time()
+            res = run_trial(cfg, Path(out) / m, progress=lambda msg: None)
+            rows[m] = res.metrics | {"wall_s": time.time() - t, "cpu_s": time.process_time() - cpu}
+            print(f"{m}: {rows[m]['wall_s']:.1f} s wall, {rows[m]['cpu_s']:.1f} s CPU  " + "  ".join(
+                f"{c}={rows[m][f'rb2/{c}']:.3f}" for c in COLUMNS), flush=True)
+    total = time.time() - start
+    print_table(rows)
+    print(f"{len(rows)} RMs in {total:.0f} s wall ({args.threads} thread(s), cache {cache})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, sort_keys=True))
+    return 0
+
+
+def print_table(rows: dict[str, dict[str, float]]) -> None:
+    head = f"| model | {' | '.join(COLUMNS)} | bon/gain_16 | eval/acc | wall s | CPU s |"
+    print("\n" + head + "\n|" + "---|" * (len(COLUMNS) + 5))
+    for m, r in rows.items():
+        bon = f"{r['bon/gain_16']:.3f}" if "bon/gain_16" in r else "-"
+        print(f"| {m} | " + " | ".join(f"{r[f'rb2/{c}']:.3f}" for c in COLUMNS)
+              + f" | {bon} | {r['eval/acc']:.3f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} |")
+    cpu_total = sum(r["cpu_s"] for r in rows.values())
+    print(f"\n{len(rows)} RMs: {cpu_total:.0f} s CPU in all (on a loaded machine the CPU time is the better "
+          "estimate of the idle wall time)")
+    print("\n".join(checks(rows)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
