@@ -3,8 +3,10 @@ and a mix of several sources drawn by weight.
 
 Layouts accepted per row (after an optional column mapping, e.g. `{"prompt": "instruction"}`):
 
-* strings: `prompt`, `chosen`, `rejected` (UltraFeedback-binarized style after mapping, HH-style with
-  the prompt inside the texts is not split here: map it or give a prompt column);
+* strings: `prompt`, `chosen`, `rejected`;
+* Anthropic HH strings: no prompt column, `chosen` and `rejected` are whole transcripts
+  (`\n\nHuman: ... \n\nAssistant: ...`); the response is the text after the last `Assistant:` turn
+  and the prompt is the transcript before it, which must be the same in both;
 * implicit-prompt chat lists: `chosen` and `rejected` are whole conversations ending in an assistant
   turn (Skywork Reward Preference, UltraFeedback binarized, Tulu 3 preference mixture); the prompt is
   the conversation before the last turn and must be the same in both;
@@ -33,9 +35,15 @@ def _context(messages: list[Mapping]) -> str:
     return "\n".join(str(m["content"]) for m in messages if m.get("role") == "user")
 
 
+HH_ASSISTANT = "\n\nAssistant:"
+
+
 def _split_conversation(value: Any, where: str, column: str) -> tuple[str | None, str]:
     """(prompt or None, response) of a string or a message list ending in an assistant turn."""
     if isinstance(value, str):
+        if HH_ASSISTANT in value:  # an Anthropic HH transcript
+            head, _, tail = value.rpartition(HH_ASSISTANT)
+            return head.strip(), tail.strip()
         return None, value
     if _is_messages(value):
         if value[-1].get("role") != "assistant":

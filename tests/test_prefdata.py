@@ -21,6 +21,13 @@ def test_three_layouts_give_the_same_row():
         assert {k: rows[0][k] for k in ("prompt", "chosen", "rejected")} == strings
 
 
+def test_anthropic_hh_transcripts_split_at_the_last_assistant_turn():
+    ctx = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: what is 2+2?"
+    row = {"chosen": ctx + "\n\nAssistant: 4", "rejected": ctx + "\n\nAssistant: 5"}
+    out = normalise_rows([row], "hh")[0]
+    assert (out["prompt"], out["chosen"], out["rejected"]) == (ctx.strip(), "4", "5")
+
+
 def test_column_mapping_and_margin():
     rows = [{"instruction": "q", "good": "a", "bad": "b", "score_gap": 2.5}]
     out = normalise_rows(rows, "uf", columns={"prompt": "instruction", "chosen": "good", "rejected": "bad"},
