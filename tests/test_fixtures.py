@@ -1,0 +1,61 @@
+"""The offline real-path fixtures: files in the published schemas, a real-architecture model, and the
+pad == eos pitfall (the reward must be read at the last real token, not at the first pad/eos)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rmexp.fixtures import trial_command, write_fixtures
+from rmexp.tasks import TASKS, load_items
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    return write_fixtures(tmp_path_factory.mktemp("fixtures"), seed=0)
+
+
+def test_task_files_load_and_their_reference_answers_score_one(fx):
+    for name in ("gsm8k", "math", "popqa"):
+        items = load_items(name, str(fx[name]), split="test", size=0, seed=0)
+        assert items, name
+    gsm = load_items("gsm8k", str(fx["gsm8k"]), split="test", size=0, seed=0)
+    # The reference's worked answer ends in '#### 1,234'-style numbers: the checker must accept them.
+    rows = [line for line in fx["gsm8k"].read_text().splitlines()]
+    import json
+    assert all(TASKS["gsm8k"].gold(i, json.loads(r)["answer"]) == 1.0 for i, r in zip(gsm, rows))
+    maths = load_items("math", str(fx["math"]), split="test", size=0, seed=0)
+    assert all(TASKS["math"].gold(i, json.loads(r)["solution"]) == 1.0
+               for i, r in zip(maths, fx["math"].read_text().splitlines()))
+    assert load_items("ifeval", str(fx["ifeval"]), split="train", size=0, seed=0)
+
+
+def test_model_is_a_real_architecture_with_pad_equal_eos(fx):
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(fx["model"]))
+    assert AutoConfig.from_pretrained(str(fx["model"])).model_type == "qwen2"
+    assert tok.pad_token_id == tok.eos_token_id
+    assert (fx["model"] / "model.safetensors").exists()
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text.endswith("<|im_start|>assistant\n")
+    assert "model.path=" in trial_command(fx) and "task=gsm8k" in trial_command(fx)
+
+
+def test_reward_read_at_last_real_token_when_pad_is_eos(fx):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rmexp.rm import last_token_rewards, pad_batch
+
+    tok = AutoTokenizer.from_pretrained(str(fx["model"]))
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(fx["model"]), num_labels=1).eval()
+    model.config.pad_token_id = tok.pad_token_id
+    # Two different completions that both end in eos (== pad): different texts must score differently.
+    texts = [f"the answer is four{tok.eos_token}", f"the answer is five, surely{tok.eos_token}"]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert ids[0][-1] == ids[1][-1] == tok.eos_token_id
+    with torch.no_grad():
+        padded = last_token_rewards(model, *pad_batch(ids, tok.pad_token_id))
+        alone = torch.cat([last_token_rewards(model, *pad_batch([x], tok.pad_token_id)) for x in ids])
+    assert padded[0] != padded[1]
+    torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-6)
