@@ -15,6 +15,9 @@ CLI::
 
     python -m rmexp.analyze --experiment NAME [--tracking-uri URI] [--parent-run-id ID]
                             [--n-boot N] [--seed S] [--no-log]
+
+Longer than the usual module on purpose: the correlation maths, the MLflow reading and the CLI that joins them
+are one user-facing step (`python -m rmexp.analyze`); the replicate-aware parts live in rmexp/replicates.py.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ All scores are fractions in [0, 1] (the official printouts multiply by 100).
 CLI::
 
     python -m rmexp.bench score --format rb2 FILE.jsonl
+
+Longer than the usual module on purpose: the official constants, both scorers and the CLI stay in one file so
+the whole upstream arithmetic can be compared with allenai/reward-bench side by side.
 """
 
 from __future__ import annotations

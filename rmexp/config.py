@@ -3,6 +3,9 @@
 Hydra merges `conf/` into `Config` (registered in the ConfigStore as `config_schema`), so an unknown key
 or a wrong type is refused by OmegaConf; `validate` then checks values (ranges, choices, weights) and
 raises one `ConfigError` naming the key, the value and what is allowed.
+
+Longer than the usual module on purpose: the schema and the checks of its values sit together, so a new key
+and the rule that guards it are added in one place.
 """
 from __future__ import annotations
 

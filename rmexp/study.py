@@ -48,6 +48,9 @@ CLI::
                           [--n-boot N] [--seed S]
 
 Exit code 0 whatever the verdicts; 2 with a one-line message for a bad study file or a missing experiment.
+
+Longer than the usual module on purpose: the study-file schema, the evaluator of each check kind and the
+verdict rules are read together when judging whether a verdict is honest.
 """
 
 from __future__ import annotations

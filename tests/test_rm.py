@@ -132,9 +132,9 @@ def test_tiny_rm_loss_pinned(trained):
     """torchtune-style: the tiny preset's final loss, pinned with a tolerance (catches silent changes)."""
     _, _, _, model = trained
     m = model.info["metrics"]
-    # Measured on CPU when pinned (torch 2.13): 0.66142 (log 2 = 0.6931 is a constant RM's loss).
-    assert m["train/loss"] == pytest.approx(0.66142, abs=5e-3)
-    assert m["train/acc"] == pytest.approx(0.69926, abs=2e-2)
+    # Measured on CPU when pinned (torch 2.13, world v2, fused AdamW): 0.64605 (log 2 = 0.6931 is a constant RM's loss).
+    assert m["train/loss"] == pytest.approx(0.64605, abs=5e-3)
+    assert m["train/acc"] == pytest.approx(0.62963, abs=2e-2)
     assert m["train/steps"] == 34  # ceil(540 / 32) per epoch
     assert m["train/n_pairs"] + m["eval/n"] == 600
 
@@ -145,9 +145,9 @@ def test_tiny_rm_packed_loss_pinned(trained, tmp_path):
     cfg = cfg.copy()
     cfg.train.packing = True
     m = rm.train_reward_model(base, rows, cfg, tmp_path / "rm", progress=False).info["metrics"]
-    # Measured on CPU when pinned (torch 2.13).
-    assert m["train/loss"] == pytest.approx(0.62043, abs=5e-3)
-    assert m["train/acc"] == pytest.approx(0.71033, abs=2e-2)
+    # Measured on CPU when pinned (torch 2.13, world v2, fused AdamW).
+    assert m["train/loss"] == pytest.approx(0.69009, abs=5e-3)
+    assert m["train/acc"] == pytest.approx(0.58519, abs=2e-2)
     assert m["train/steps"] == 34
 
 

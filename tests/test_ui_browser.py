@@ -30,10 +30,10 @@ def smoke_store(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("ui")
     old = os.getcwd()
-    os.chdir(tmp)
     started = not ray.is_initialized()
-    if started:
+    if started:  # before the chdir: workers start in the driver's directory, the repo root, where `tests` imports
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    os.chdir(tmp)
     try:
         ovs = ["+sweep=smoke", f"tracking.uri=sqlite:///{tmp}/mlflow.db"]
         out = io.StringIO()
