@@ -13,7 +13,8 @@ writes, all seeded and built here (nothing is downloaded):
   ``DIR/math.jsonl`` (problem, solution with ``\\boxed{}``), ``DIR/ifeval.jsonl`` (prompt,
   instruction_id_list, kwargs), ``DIR/popqa.jsonl`` (question, possible_answers);
 
-and prints the command that runs a whole real-path trial on them. The tests use the same fixtures,
+and prints the command that runs a real-path trial on them (RM training and RewardBench scoring; the
+downstream half on real tasks is not wired yet). The tests use the same fixtures,
 so the real loading code is what runs.
 """
 from __future__ import annotations
@@ -149,11 +150,12 @@ def write_fixtures(out: Path, seed: int = 0) -> dict[str, Path]:
 
 
 def trial_command(files: dict[str, Path]) -> str:
-    """The one command that runs a whole real-path trial on the fixtures."""
+    """The command that runs a real-path trial on the fixtures today: a Qwen2-shaped RM trained on the preference
+    file, RewardBench 2 and 1 scored from the files. Best-of-N on a gold task (task=gsm8k with this policy) waits
+    for the task config group and HF policies in the downstream stages; until then BoN is off here."""
     return (f"python -m rmexp preset=tiny model=hf model.path={files['model']} data=files "
             f"data.path={files['preferences']} benchmark=rewardbench2 benchmark.rb2_path={files['rb2']} "
-            f"benchmark.rb1_path={files['rb1']} task=gsm8k task.path={files['gsm8k']} "
-            f"downstream.policy.model=hf downstream.policy.path={files['model']}")
+            f"benchmark.rb1_path={files['rb1']} downstream.bon.enabled=false")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     files = write_fixtures(args.dir.expanduser().resolve(), args.seed)
     for name, path in files.items():
         print(f"{name:12s} {path}")
-    print("\nrun a whole real-path trial on them:\n\n    " + trial_command(files))
+    print("\nrun a real-path trial on them (RM training + RewardBench 2/1):\n\n    " + trial_command(files))
     return 0
 
 

@@ -38,7 +38,7 @@ def test_model_is_a_real_architecture_with_pad_equal_eos(fx):
     assert (fx["model"] / "model.safetensors").exists()
     text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert text.endswith("<|im_start|>assistant\n")
-    assert "model.path=" in trial_command(fx) and "task=gsm8k" in trial_command(fx)
+    assert "model.path=" in trial_command(fx) and "benchmark.rb2_path=" in trial_command(fx)
 
 
 def test_reward_read_at_last_real_token_when_pad_is_eos(fx):
@@ -59,3 +59,26 @@ def test_reward_read_at_last_real_token_when_pad_is_eos(fx):
         alone = torch.cat([last_token_rewards(model, *pad_batch([x], tok.pad_token_id)) for x in ids])
     assert padded[0] != padded[1]
     torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_printed_command_runs_a_real_path_trial(fx, tmp_path):
+    """The command `python -m rmexp.fixtures` prints, run as printed: one FINISHED run with RB2 and RB1 scores."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mlflow
+
+    argv = shlex.split(trial_command(fx))
+    assert argv[:3] == ["python", "-m", "rmexp"]
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, *argv[1:], f"cache_dir={tmp_path / 'cache'}"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert {"rb2/overall", "rb1/overall", "eval/acc"} <= set(runs[0].data.metrics)
