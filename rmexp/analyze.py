@@ -506,9 +506,12 @@ def analyze_experiment(
         if log_to_parent:
             from mlflow.entities import Metric
 
+            from rmexp.sweep.summary import headline_rows
+
             client = _client(uri)
             ts = int(time.time() * 1000)
-            metrics = [Metric(k, v, ts, 0) for k, v in corr_metrics(df).items()]
+            # Only the headline pairs become parent metrics (as the sweep logs them); the full table is the artifact.
+            metrics = [Metric(k, v, ts, 0) for k, v in corr_metrics(headline_rows(df)).items()]
             for i in range(0, len(metrics), 1000):  # log_batch accepts at most 1000 metrics per call
                 client.log_batch(parent, metrics=metrics[i : i + 1000])
             client.log_artifact(parent, csv_path)
