@@ -79,3 +79,17 @@ def check_finite(name: str, value: float, step: int, total: int, settings: dict)
     shown = ", ".join(f"{k}={v}" for k, v in settings.items())
     raise NonFiniteError(f"{name} is {value} at step {step + 1} of {total} ({shown}); training stopped and nothing "
                          f"was saved: lower the learning rate or check the data")
+
+
+def require_finite(name: str, values) -> None:
+    """Results must be finite before anything is published: `values` is an array-like or a {metric: value} dict."""
+    import numpy as np
+
+    if isinstance(values, dict):
+        bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+        if bad:
+            raise FloatingPointError(f"{name}: non-finite metrics {bad}; nothing is cached")
+        return
+    array = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise FloatingPointError(f"{name} is not finite ({int((~np.isfinite(array)).sum())} values); nothing is cached")

@@ -34,7 +34,8 @@ from torch import Tensor
 from rmexp.cache import cached, content_id
 from rmexp.config import config_hash, torch_threads
 from rmexp.downstream import DownstreamContext, DownstreamMethod, StageOutput, register_downstream
-from rmexp.downstream.rlvr import VerifierScorer, check_finite, read_stage, write_stage
+from rmexp.downstream.rlvr import VerifierScorer, read_stage, write_stage
+from rmexp.guards import require_finite
 from rmexp.rm.base import rows_identity
 from rmexp.world.core import WORLD_VERSION
 from rmexp.world.domains import DOMAINS
@@ -193,7 +194,7 @@ def run(ctx: DownstreamContext) -> StageOutput:
             metrics[f"dpo/{dom}/gold"] = g
             metrics[f"dpo/{dom}/gold_delta"] = g - sft["domains"][dom]
         metrics["dpo/seconds"] = time.time() - start
-        check_finite(metrics, "dpo")
+        require_finite("dpo", metrics)
         _write_samples(tmp / "samples.jsonl", final["rows"])
         write_stage(tmp, metrics, history)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from omegaconf import OmegaConf
 from rmexp.cache import MANIFEST, cached, content_id
 from rmexp.config import config_hash, torch_threads
 from rmexp.downstream import DownstreamContext, DownstreamMethod, StageOutput, register_downstream
+from rmexp.guards import require_finite
 from rmexp.rm.base import ValueInit
 from rmexp.world.core import WORLD_VERSION, World
 from rmexp.world.domains import DOMAINS
@@ -83,12 +83,6 @@ def _renamed(d: dict, old: str, new: str) -> dict:
     return {(new + k[len(old):] if k.startswith(old) else k): v for k, v in d.items()}
 
 
-def check_finite(metrics: dict[str, float], stage: str) -> None:
-    bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
-    if bad:
-        raise FloatingPointError(f"{stage}: non-finite metrics {bad}; nothing is cached")
-
-
 def write_stage(dir_: Path, metrics: dict[str, float], history: dict[str, list[tuple[int, float]]]) -> None:
     (dir_ / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     (dir_ / "history.json").write_text(json.dumps(history))
@@ -124,7 +118,7 @@ def run(ctx: DownstreamContext) -> StageOutput:
         title = f"RLVR ({algorithm.upper()}, verifier reward): policy {cfg.downstream.policy.model}"
         metrics, history, _ = ppo_stage(rl_cfg, ctx.world, scorer, ctx.cache, tmp, ctx.progress, title=title)
         metrics, history = _renamed(metrics, "ppo/", "rlvr/"), _renamed(history, "ppo/", "rlvr/")
-        check_finite(metrics, "rlvr")
+        require_finite("rlvr", metrics)
         for name in ("ppo_curve.png", "ppo_samples.jsonl"):  # the files keep ppo_stage's names minus the prefix
             (tmp / name).rename(tmp / name[len("ppo_"):])
         write_stage(tmp, metrics, history)

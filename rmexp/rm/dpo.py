@@ -23,7 +23,8 @@ from rmexp.config import config_hash, torch_threads
 from rmexp.rm.base import RMContext, RMKind, base_identity, rows_identity, register_rm_kind
 from rmexp.rm.classifier import _orient_by_gold, resolve_device, split_pairs
 from rmexp.rm.lm import (Dialogue, budget_batches, encode_dialogue, fit, mean_tail, n_params,
-                         require_finite, sequence_logprobs)
+                         sequence_logprobs)
+from rmexp.guards import require_finite
 from rmexp.rm.options import fail, parse_options
 
 DPO_VERSION = 1  # bump when DPO training changes, so cached policies are retrained

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rmexp.guards import require_finite
 from rmexp.progress import progress_bar
 from rmexp.rm.classifier import bucketed_batches, format_dialogue, lr_factor, make_optimizer, pad_batch
 
@@ -80,13 +81,6 @@ def token_logits(model, dialogues: list[Dialogue], pad_id: int) -> tuple[torch.T
     hidden = model.base_model(input_ids=ids, attention_mask=attention_mask(lengths, ids.shape[1], device),
                               use_cache=False)[0]
     return model.score(hidden).squeeze(-1).float(), lengths
-
-
-def require_finite(name: str, values) -> None:
-    """Training results must be finite before anything is published."""
-    array = np.asarray(values, dtype=np.float64)
-    if not np.all(np.isfinite(array)):
-        raise FloatingPointError(f"{name} is not finite ({int((~np.isfinite(array)).sum())} values); nothing is cached")
 
 
 def n_params(model) -> int:

@@ -28,7 +28,8 @@ from rmexp.config import config_hash, torch_threads
 from rmexp.rm.base import RMContext, RMKind, base_identity, rows_identity, ValueInit, register_rm_kind
 from rmexp.rm.classifier import _orient_by_gold, resolve_device, split_pairs
 from rmexp.rm.lm import (Dialogue, budget_batches, encode_dialogue, fit, heldout_pair_accuracy,
-                         mean_tail, n_params, require_finite, token_logits)
+                         mean_tail, n_params, token_logits)
+from rmexp.guards import require_finite
 from rmexp.rm.options import fail, parse_options
 from rmexp.world.core import WORLD_VERSION
 from rmexp.world.steps import split_steps, step_ends, step_solutions
