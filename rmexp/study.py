@@ -402,11 +402,17 @@ def _two_level(res: CheckResult, frame: pd.DataFrame, x: str, y: str, method: st
     return res
 
 
-def _eval_correlation(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
-    res = _result(c, _paper_text(c))
-    absent = [m for m in (c["bench"], c["downstream"]) if m not in t.columns]
+def _absent(res: CheckResult, t: pd.DataFrame, metrics) -> bool:
+    """Whether a metric the check needs is missing from the trials (then `res` says which)."""
+    absent = [m for m in metrics if m not in t.columns]
     if absent:
         res.detail = f"not in trials: {', '.join(absent)}"
+    return bool(absent)
+
+
+def _eval_correlation(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
+    res = _result(c, _paper_text(c))
+    if _absent(res, t, (c["bench"], c["downstream"])):
         return res
     ok = np.isfinite(_numeric(t, c["bench"])) & np.isfinite(_numeric(t, c["downstream"]))
     if not ok.any():
@@ -420,9 +426,7 @@ def _eval_correlation(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult
 def _eval_rank(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
     res = _result(c, _paper_text(c))
     pcol = param_column(c["param"])
-    absent = [x for x, ok in ((c["metric"], c["metric"] in t.columns), (pcol, pcol in t.columns)) if not ok]
-    if absent:
-        res.detail = f"not in trials: {', '.join(absent)}"
+    if _absent(res, t, (c["metric"], pcol)):
         return res
     pos = np.full(len(t), np.nan)
     for i, v in enumerate(c["order"]):
@@ -510,9 +514,7 @@ def _eval_group_diff(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
 
 def _eval_metric_diff(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult:
     res = _result(c, _paper_text(c))
-    absent = [m for m in (c["a"], c["b"]) if m not in t.columns]
-    if absent:
-        res.detail = f"not in trials: {', '.join(absent)}"
+    if _absent(res, t, (c["a"], c["b"])):
         return res
     d = _numeric(t, c["a"]) - _numeric(t, c["b"])
     d = d[np.isfinite(d)]
