@@ -526,6 +526,7 @@ def _eval_metric_diff(c, t: pd.DataFrame, n_boot: int, seed: int) -> CheckResult
     if n_boot and n_boot > 0:
         idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
         res.ci_lo, res.ci_hi = _percentile(d[idx].mean(axis=1))
+        res.ci_method = "bootstrap over trials (paired within each)"
     sign = 1 if c["expect"] == "a_greater" else -1
     res.verdict, why = _verdict(res.value, [(res.ci_lo, res.ci_hi)], res.n, c.get("min_n", DEFAULT_MIN_N["metric_diff"]), sign)
     res.detail = "; ".join(x for x in (f"paired within {res.n} trials", why) if x)
