@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from rmexp import tracking as T
 from rmexp.config import ConfigError
 from rmexp.sweep.grid import (TrialSpec, _override_key, _plain, compose_trials, expand_grid, format_override,
-                              format_value, replicate_axes, seed_key, trial_name)
+                              format_value, replicate_axes, SEED_KEY, trial_name)
 from rmexp.sweep.recorder import Recorder
 from rmexp.sweep.scheduler import ResourceError, RayScheduler, check_resources, unpack_files
 from rmexp.sweep.summary import (SweepResult, TrialOutcome, _fmt_elapsed, headline_correlations,
@@ -50,7 +50,7 @@ from rmexp.sweep.summary import (SweepResult, TrialOutcome, _fmt_elapsed, headli
 
 __all__ = ["run_sweep", "compose_trials", "expand_grid", "format_value", "format_override", "check_resources",
            "ResourceError", "TrialSpec", "TrialOutcome", "SweepResult", "status_line", "summary_table",
-           "headline_correlations", "replicate_axes", "seed_key", "trial_name", "MIN_TRIALS_FOR_CORRELATION"]
+           "headline_correlations", "replicate_axes", "SEED_KEY", "trial_name", "MIN_TRIALS_FOR_CORRELATION"]
 
 MIN_TRIALS_FOR_CORRELATION = 3  # fewer points give no usable correlation or CI
 

@@ -147,9 +147,7 @@ class TrialSpec:
         return T.axes_label(self.axes)
 
 
-def seed_key(cfg: DictConfig) -> str:
-    """The key ``sweep.replicates`` varies: a top-level ``seed`` when the schema has one, else ``train.seed``."""
-    return "seed" if "seed" in cfg else "train.seed"
+SEED_KEY = "seed"  # the trial's seed; data, train and PPO seeds follow it (${seed} in conf/)
 
 
 def replicate_axes(cfg: DictConfig, axes: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +157,7 @@ def replicate_axes(cfg: DictConfig, axes: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"config error: sweep.replicates={n} is not allowed; it must be >= 1")
     if n == 1:
         return axes
-    key = seed_key(cfg)
+    key = SEED_KEY
     # The stage seeds default to ${seed}: an axis on one of them would pin it while the replicates vary `seed`.
     seeded = {key, "train.seed", "data.seed", "downstream.ppo.seed"}
     clash = [k for k in axes if _strip_prefix(k) in seeded]
