@@ -1,0 +1,187 @@
+"""Probe knowledge transfer in the toy world: does a pretrained base give an RM that judges held-out
+Factuality and Math better than a random-init base? A quick experiment harness, no Ray or MLflow.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/world_transfer_probe.py --models toy_llama_s random_llama_s \
+        --size 3000 --variant base
+
+Per model it builds the base (zoo recipe, with the corpus of `--variant`, optionally another `--mix` or more
+Factuality `--entities`), measures the base LM's held-out knowledge (`lm/*`: argmax of the first value/result
+token after "... is" on held-out facts / one-step sums), trains a classifier RM (the trial's `train.*` config,
+Hydra overrides as trailing arguments) on `--size` preference pairs of Factuality and Math only (train split),
+and prints, per domain: the RM's pairwise accuracy on fresh pairs of train-split prompts (`pair_train/*`) and of
+held-out prompts (`pair_heldout/*`; `Math1` = one-step questions only) and its RB2 accuracy (1 chosen vs 3
+rejected, 150 rows) on held-out prompts (`rb2/*`). Results and the hypotheses they test: docs/world_calibration.md.
+The world seed is 0 and the RM seed the trial's; the monkeypatched variants never touch the world's code.
+
+Variants (the corpus is the only thing they change):
+  base     the world's corpus as it is.
+  checked  the corpus also holds checked statements ("the color of zorvex is blue . no ."), true and false,
+           about every fact (held-out ones included: they are knowledge, not quizzes), so the LM learns to
+           compute whether a statement is true at the statement's end, where an RM reads its score.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from world_calibration import compose_trial  # noqa: E402
+
+from rmexp import zoo  # noqa: E402
+from rmexp.config import load_model_config  # noqa: E402
+from rmexp.rm.classifier import train_reward_model  # noqa: E402
+from rmexp.world.core import World  # noqa: E402
+from rmexp.world.data import preferences, rb2_rows  # noqa: E402
+from rmexp.world.domains import ATTRIBUTES, Math, number_text  # noqa: E402
+
+DOMAINS = ("Factuality", "Math")
+
+
+def checked_statements(world: World, rng: random.Random) -> list[str]:
+    """True and false statements about every fact with their verdict."""
+    fact = world.domains["Factuality"]
+    out = []
+    for (e, a), v in fact.kb.items():
+        out.append(f"the {a} of {e} is {v} . yes .")
+        out.append(f"the {a} of {e} is {rng.choice([w for w in ATTRIBUTES[a] if w != v])} . no .")
+    m = world.domains["Math"]
+    for a, op, b in m._one_step_facts():
+        r = Math.OPS[op](a, b)
+        out.append(f"{a} {op} {b} is {number_text(r)} . yes .")
+        w = rng.choice([n for n in range(max(0, r - 2), r + 3) if n != r] + [rng.randrange(19)])
+        w = w if w != r else (r + 1)
+        out.append(f"{a} {op} {b} is {number_text(w)} . no .")
+    return out
+
+
+def patch_corpus(world: World, variant: str) -> None:
+    if variant == "base":
+        return
+    original = world.pretraining_docs
+
+    def docs(mix, n_docs, seed):
+        base = original(mix, n_docs, seed)
+        rng = random.Random(f"checked-{seed}")
+        pool = checked_statements(world, rng)
+        # A third of the documents become three checked statements each (the fact and math shares of the mix).
+        for i in range(len(base)):
+            if rng.random() < 1 / 3:
+                base[i] = " ".join(rng.choice(pool) for _ in range(3))
+        return base
+    world.pretraining_docs = docs
+
+
+@torch.no_grad()
+def lm_knowledge(path: Path, world: World) -> dict[str, float]:
+    """Argmax accuracy of the first answer token after '... is' on held-out facts / one-step sums."""
+    model, tok = zoo.load_causal_lm(path)
+    model.eval()
+    out = {}
+    for d in DOMAINS:
+        hits = n = 0
+        for p in world.prompts(d, "heldout"):
+            if d == "Factuality":
+                e, a = p.get("entity"), p.get("attribute")
+                text, target = f"<bos> the {a} of {e} is", world.domains[d].kb[(e, a)]
+            else:
+                if len(p.get("ops")) != 1:
+                    continue
+                (a, op, b), = p.get("ops")
+                text, target = f"<bos> {a} {op} {b} is", number_text(Math.OPS[op](a, b)).split()[0]
+            ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            pred = model(input_ids=ids).logits[0, -1].argmax().item()
+            hits += tok.convert_ids_to_tokens(pred) == target
+            n += 1
+        out[f"lm/{d}"] = hits / max(1, n)
+    return out
+
+
+def evaluate(rm, world: World, prefs_seed: int) -> dict[str, float]:
+    out = {}
+    for split in ("train", "heldout"):
+        rng = random.Random(f"probe-{split}")
+        for d in DOMAINS:
+            ps = world.sample_prompts(d, split, 400, seed=prefs_seed + 7)
+            good = [world.correct(rng, p) for p in ps]
+            bad = [world.wrong(rng, p) for p in ps]
+            sc = rm.score([p.text for p in ps] * 2, good + bad)
+            win = sc[:len(ps)] > sc[len(ps):]
+            out[f"pair_{split}/{d}"] = float(np.mean(win))
+            if d == "Math":  # one-step questions only: a single fact the corpus states
+                one = [len(p.get("ops")) == 1 for p in ps]
+                out[f"pair_{split}/Math1"] = float(np.mean(win[np.array(one)]))
+    rows = [r for r in rb2_rows(world, 150, 0) if r["subset"] in DOMAINS]
+    for d in DOMAINS:
+        rs = [r for r in rows if r["subset"] == d]
+        wins = []
+        for r in rs:
+            sc = rm.score([r["prompt"]] * 4, r["chosen"] + r["rejected"])
+            wins.append(float(sc[0] > sc[1:].max()))
+        out[f"rb2/{d}"] = float(np.mean(wins))
+    return out
+
+
+def _patch_entities(n: int) -> None:
+    from rmexp.world import domains
+
+    def init(self, rng):
+        self.entities = sorted({a + b for a in domains.SYLLABLES_A for b in domains.SYLLABLES_B})
+        rng.shuffle(self.entities)
+        self.entities = sorted(self.entities[:n])
+        self.kb = {(e, a): rng.choice(values) for e in self.entities for a, values in ATTRIBUTES.items()}
+    domains.Factuality.__init__ = init
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["toy_llama_s", "random_llama_s"])
+    ap.add_argument("--variant", default="base", choices=("base", "checked"))
+    ap.add_argument("--size", type=int, default=3000)
+    ap.add_argument("--mix", default=None, help="corpus mix of the base instead of the model's, e.g. 'Math=4,Ties=2'")
+    ap.add_argument("--entities", type=int, default=48, help="Factuality entities (the world has 48)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for the RM trial config (train.lr=...)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cache = args.cache_dir or tempfile.mkdtemp(prefix="rmexp_probe_")
+    for name in args.models:
+        t0 = time.time()
+        if args.entities != 48:
+            _patch_entities(args.entities)
+        world = World(0)
+        patch_corpus(world, args.variant)
+        mcfg = load_model_config(name)
+        mcfg.name = name
+        if args.mix:
+            mix = {d: 1.0 for d in mcfg.corpus_mix}
+            mix |= {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
+            mcfg.corpus_mix = mix
+        folder = Path(cache) / f"{name}_{args.variant}_{args.entities}_{args.mix}"
+        if not (folder / "config.json").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            zoo.build(mcfg, world, folder, progress=False)
+        know = lm_knowledge(folder, world)
+        cfg = compose_trial(name, list(args.overrides), cache, bon=False)
+        prefs = preferences(world, args.size, {d: 1.0 for d in DOMAINS}, 0.0, seed=0)
+        with tempfile.TemporaryDirectory() as out:
+            rm = train_reward_model(folder, prefs, cfg, Path(out), progress=False)
+            res = evaluate(rm, world, 0)
+        cells = know | res
+        print(f"{name} [{args.variant} size={args.size} ent={args.entities} mix={args.mix} {' '.join(args.overrides)}] {time.time() - t0:.0f}s  "
+              + "  ".join(f"{k}={v:.3f}" for k, v in sorted(cells.items())), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
