@@ -42,7 +42,7 @@ from rmexp.config import load_model_config  # noqa: E402
 from rmexp.rm.classifier import train_reward_model  # noqa: E402
 from rmexp.world.core import World  # noqa: E402
 from rmexp.world.data import preferences, rb2_rows  # noqa: E402
-from rmexp.world.domains import ATTRIBUTES, Math, number_text  # noqa: E402
+from rmexp.world.domains import ATTRIBUTES, Math, number_text, parse_numbers  # noqa: E402
 
 DOMAINS = ("Factuality", "Math")
 
@@ -120,6 +120,10 @@ def evaluate(rm, world: World, prefs_seed: int) -> dict[str, float]:
             if d == "Math":  # one-step questions only: a single fact the corpus states
                 one = [len(p.get("ops")) == 1 for p in ps]
                 out[f"pair_{split}/Math1"] = float(np.mean(win[np.array(one)]))
+                # Near misses (off by 1-2) vs other wrong numbers: is the RM fooled by neighbouring results?
+                near = np.array([abs(parse_numbers(b)[-1] - parse_numbers(g)[-1]) <= 2 for g, b in zip(good, bad)])
+                out[f"pair_{split}/Math_near"] = float(np.mean(win[near]))
+                out[f"pair_{split}/Math_far"] = float(np.mean(win[~near]))
     rows = [r for r in rb2_rows(world, 150, 0) if r["subset"] in DOMAINS]
     for d in DOMAINS:
         rs = [r for r in rows if r["subset"] == d]
