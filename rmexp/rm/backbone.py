@@ -13,7 +13,9 @@ and the head. The PeftModel wrapper is used only to save the adapter.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -52,7 +54,8 @@ def add_lora(model, train_cfg):
     config = LoraConfig(task_type="SEQ_CLS", r=int(train_cfg.lora_r), lora_alpha=float(train_cfg.lora_alpha),
                         lora_dropout=float(train_cfg.lora_dropout), target_modules=targets, modules_to_save=[HEAD])
     try:
-        peft_model = get_peft_model(model, config)
+        with _quiet_peft():
+            peft_model = get_peft_model(model, config)
     except ValueError as err:  # no default targets for this architecture, or a name that matches nothing
         raise ValueError(f"train.lora_targets={targets}: {str(err).splitlines()[0]}; name the modules to adapt, e.g. "
                          f"train.lora_targets=[q_proj,k_proj,v_proj,o_proj]") from None
@@ -88,7 +91,16 @@ def load_backbone(path: Path, info: dict, device: torch.device, trust_remote_cod
     if HEAD not in (saved.get("modules_to_save") or []):
         raise RuntimeError(f"{path}: the adapter was saved without the {HEAD!r} head (modules_to_save)")
     base = load_classifier(info["base_path"], device, dtype, attn, trust_remote_code)
-    return merge(PeftModel.from_pretrained(base, str(path)))
+    with _quiet_peft():
+        return merge(PeftModel.from_pretrained(base, str(path)))
+
+
+@contextlib.contextmanager
+def _quiet_peft():
+    """peft 0.21 asks transformers 5 a deprecated question (is_gradient_checkpointing); not the user's concern."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def merge(adapter):

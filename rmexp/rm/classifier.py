@@ -2,7 +2,8 @@
 
 An RM is `AutoModelForSequenceClassification(num_labels=1)` on a base model; its reward is the score head
 applied to the hidden state of the last real token (right padding). Chosen and rejected go through the
-model in one forward pass; the loss is `-logsigmoid(r_c - r_r - margin)` plus an optional centering term
+model in one forward pass; the loss is `-logsigmoid(r_c - r_r - margin)` (margin: `train.margin` plus the row's
+own from `data.margin_column`) plus an optional centering term
 `center_coef * mean((r_c + r_r)^2)`. After training, rewards are normalised so that the mean reward over
 the training set is 0; the offset is stored with the model and applied by `RewardModel.score`.
 
@@ -15,7 +16,9 @@ Scoring packs where varlen attention runs (`score_texts`).
 
 The kind `rm=classifier` (the default): its options are the shared `train.*` keys, so `conf/rm/classifier.yaml`
 holds only the selector. Trained RMs are cached (`rmexp.cache`) by the base's content id, the preference rows,
-the train config and the device.
+the train config, the device and the backbone options. The backbone on real models (dtype, attention kernel,
+gradient checkpointing, LoRA with the head saved, loading it back) is rmexp.rm.backbone. Over 400 lines because
+the trainer, the scorer and the kind share the encoding and batching helpers above.
 """
 from __future__ import annotations
 
@@ -429,18 +432,24 @@ class ClassifierOptions:
     """rm=classifier has no options of its own: it trains with the shared `train.*` keys."""
 
 
-def build_classifier(ctx: RMContext) -> RewardModel:
-    """Train (once, cached) or load the RM for this trial's base, rows and train config."""
-    from rmexp.cache import cached
+def rm_cache_key(ctx: RMContext) -> str:
+    """Keyed by the rows themselves (not the data config: on-policy sampling settings, edited files and ignored
+    data options then all do the right thing), margins included; train.* (LoRA, checkpointing) hashed whole;
+    model.dtype and attn_implementation change the numbers."""
     from rmexp.config import config_hash, torch_threads
 
     cfg = ctx.cfg
-    # Keyed by the rows themselves (not the data config): on-policy sampling settings, edited files and
-    # ignored data options then all do the right thing.
-    # model.dtype / attn_implementation change the numbers; train.* (LoRA, checkpointing, margin) is hashed whole.
-    key = config_hash(base_identity(ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction,
-                      cfg.data.seed, cfg.train, cfg.device, RM_VERSION, torch_threads(), cfg.model.dtype,
-                      cfg.model.attn_implementation)
+    return config_hash(base_identity(ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction, cfg.data.seed,
+                       cfg.train, cfg.device, RM_VERSION, torch_threads(), cfg.model.dtype,
+                       cfg.model.attn_implementation)
+
+
+def build_classifier(ctx: RMContext) -> RewardModel:
+    """Train (once, cached) or load the RM for this trial's base, rows and train config."""
+    from rmexp.cache import cached
+
+    cfg = ctx.cfg
+    key = rm_cache_key(ctx)
     remote = cfg.model.trust_remote_code
     return cached("rm", key, ctx.cache,
                   build=lambda folder: train_reward_model(ctx.base, ctx.prefs, cfg, folder, remote, ctx.progress,
