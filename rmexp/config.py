@@ -114,10 +114,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     packing: bool = False            # fixed token budgets, no padding (rmexp.packing); off: toy data buckets to 0.90 already
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory for long sequences, ~30% slower
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more compute (long sequences)
     lora_r: int = 0                  # 0: full fine-tuning; > 0: LoRA rank (peft), score head trained in full and saved with it
-    lora_alpha: float = 16.0         # LoRA scale alpha / r (peft's default 8 is tuned for r=8; 16 is the common RM choice)
-    lora_dropout: float = 0.0        # dropout on the LoRA path; 0 keeps the same-seed-same-metrics guarantee simple
+    lora_alpha: float = 16.0         # the LoRA update is scaled by lora_alpha / lora_r
+    lora_dropout: float = 0.0        # dropout on the LoRA path (0: none)
     lora_targets: Optional[List[str]] = None  # module names to adapt; null: peft's default for the architecture
 
 

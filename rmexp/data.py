@@ -46,11 +46,13 @@ def read_hub_rows(dataset_id: str, split: str, subset: str | None = None) -> lis
     fix = (f"Offline machines need a local copy: where there is network run `python -c \"import datasets; "
            f"datasets.load_dataset({dataset_id!r}{name}, split={split!r}).to_parquet('FILE.parquet')\"` and give "
            f"FILE.parquet as the path (a copy already in the Hugging Face cache loads with HF_DATASETS_OFFLINE=1)")
-    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES",
-                                                                                               "TRUE")
-    cached = (Path(constants.HF_HUB_CACHE) / f"datasets--{dataset_id.replace('/', '--')}").is_dir()
-    problem = ("the hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and the dataset is not in the Hugging Face "
-               "cache" if not cached else None) if offline else _hub_problem(dataset_id)
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "TRUE")
+    if offline:  # `datasets` reads offline copies from the hub cache: without one it can only fail
+        cached = (Path(constants.HF_HUB_CACHE) / f"datasets--{dataset_id.replace('/', '--')}").is_dir()
+        problem = None if cached else ("the hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and the dataset is "
+                                       "not in the Hugging Face cache")
+    else:
+        problem = _hub_problem(dataset_id)
     if problem:
         raise DataSourceError(f"could not load {where}: {problem}. {fix}")
     import datasets  # imported here: slow, and only hub ids need it
