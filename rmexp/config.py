@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rmexp.world.domains import DOMAINS
 
@@ -53,6 +53,8 @@ class ModelConfig:
     seed: int = 0                    # pretraining seed (a different seed is a different model)
     path: Optional[str] = None       # hf: hub id or local directory
     trust_remote_code: bool = False  # never on unless a config asks
+    dtype: str = "auto"              # auto (float32 on CPU, the checkpoint's dtype on CUDA) | float32 | bfloat16 | float16 (GPU only)
+    attn_implementation: Optional[str] = None  # null: transformers' default for the architecture | eager | sdpa | flash_attention_2 | ...
 
 
 @dataclass
@@ -61,10 +63,32 @@ class WorldConfig:
 
 
 @dataclass
+class ColumnsConfig:
+    """Which column of a preference source holds each field (data.columns.prompt=instruction renames one)."""
+    prompt: str = "prompt"           # a string or chat messages; absent: taken from the chosen conversation
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+
+
+@dataclass
+class DataSourceConfig:
+    """One source of a preference mix (data.sources): rows are drawn from it by weight (rmexp.prefdata)."""
+    path: Optional[str] = None       # a local jsonl/json/parquet file or a hub dataset id (required)
+    split: str = "train"             # hub split name
+    subset: Optional[str] = None     # hub config name (load_dataset's `name`); null: the default config
+    weight: float = 1.0              # share of data.size, relative to the other sources' weights
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)  # which column holds prompt, chosen, rejected
+    margin_column: Optional[str] = None  # a numeric column: per-row margin in the loss
+
+
+@dataclass
 class DataConfig:
     source: str = "toy"              # toy: drawn from the world | files: local jsonl/parquet or a hub id
-    path: Optional[str] = None       # files: preference file (prompt, chosen, rejected) or hub dataset id
+    path: Optional[str] = None       # files, one source: its first data.size rows (file order); or use data.sources
     split: str = "train"             # hub split name for source=files with a hub id
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)  # data.path only: which column holds prompt, chosen, rejected
+    margin_column: Optional[str] = None  # data.path only: numeric column, loss -logsigmoid(r_c - r_r - train.margin - row margin)
+    sources: List[DataSourceConfig] = field(default_factory=list)  # files: a mix, data.size rows drawn by weight
     size: int = 8000                 # preference pairs
     domain_weights: Dict[str, float] = field(default_factory=_even_mix)  # the data mix
     label_noise: float = 0.0         # share of pairs with chosen and rejected swapped (1.0 flips all)
@@ -90,6 +114,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     packing: bool = False            # fixed token budgets, no padding (rmexp.packing); off: toy data buckets to 0.90 already
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more compute (long sequences)
+    lora_r: int = 0                  # 0: full fine-tuning; > 0: LoRA rank (peft), score head trained in full and saved with it
+    lora_alpha: float = 16.0         # the LoRA update is scaled by lora_alpha / lora_r
+    lora_dropout: float = 0.0        # dropout on the LoRA path (0: none)
+    lora_targets: Optional[List[str]] = None  # module names to adapt; null: peft's default for the architecture
 
 
 def _default_rm() -> Dict[str, Any]:
@@ -235,6 +264,8 @@ CHOICES = {
     "train.overlong": ("truncate", "drop"), "benchmark.source": ("toy", "files"),
     "downstream.ppo.kl_kind": (None, "k1", "k2", "k3", "abs"), "downstream.ppo.algorithm": ("ppo", "grpo"),
     "downstream.rlvr.algorithm": ("ppo", "grpo"), "device": ("cpu", "cuda", "auto"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "model.attn_implementation": (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"),
 }
 POSITIVE = ("model.n_layer", "model.d_model", "model.n_head", "model.pretrain_batch", "model.block_size",
             "data.size", "train.epochs", "train.lr", "train.batch_size", "train.max_length",
@@ -247,16 +278,17 @@ POSITIVE = ("model.n_layer", "model.d_model", "model.n_head", "model.pretrain_ba
             "downstream.ppo.kl_horizon", "downstream.ppo.group_size",
             "downstream.dpo.beta", "downstream.dpo.lr", "downstream.dpo.epochs", "downstream.dpo.batch_size",
             "ray.cpus_per_trial", "threads")
-NON_NEGATIVE = ("model.pretrain_steps", "model.sft_steps", "train.margin", "train.center_coef",
+NON_NEGATIVE = ("model.pretrain_steps", "model.sft_steps", "train.margin", "train.center_coef", "train.lora_r",
                 "train.weight_decay", "downstream.ppo.kl_coef", "downstream.ppo.clip_range",
                 "downstream.ppo.clip_range_value", "downstream.ppo.vf_coef", "downstream.ppo.missing_eos_penalty",
                 "ray.gpus_per_trial", "ray.max_retries")
 FRACTIONS = ("data.label_noise", "data.eval_fraction", "train.warmup_ratio", "model.sft_wrong_rate",
              "benchmark.decontam_max_overlap", "downstream.ppo.gamma", "downstream.ppo.lam",
-             "data.max_unk_share", "data.max_identical_share")
+             "data.max_unk_share", "data.max_identical_share", "train.lora_dropout")
 OPEN_FRACTIONS = ("data.eval_fraction",)  # 0 leaves no eval pairs, 1 no training pairs
-# Mappings whose keys are data, not schema: checked by their own rules (the rm group by its kind's options dataclass).
-FREE_MAPPINGS = ("model.corpus_mix", "data.domain_weights", "sweep.axes", "rm")
+# Mappings whose keys are data, not schema: checked by their own rules (the rm group by its kind's options dataclass;
+# data.sources, a list of structured sources, by its element schema: `data.sources.0.weight=3` is an override).
+FREE_MAPPINGS = ("model.corpus_mix", "data.domain_weights", "data.sources", "sweep.axes", "rm")
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -271,6 +303,47 @@ def _check_mix(key: str, weights: Dict[str, float]) -> None:
             _fail(f"{key}.{name}", w, "weights must be >= 0")
     if sum(weights.values()) <= 0:
         _fail(key, dict(weights), "the weights must sum to a positive total")
+
+
+def _check_columns(key: str, columns: DictConfig) -> None:
+    for name, column in columns.items():
+        if not column:
+            _fail(f"{key}.{name}", column, "it must name a column (a non-empty string)")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+
+
+def _check_files_data(d: DictConfig) -> None:
+    """data.path (one source) or data.sources (a mix), their column mappings and weights; toy-only options
+    refused for files and files-only options refused for toy (they would be silently ignored)."""
+    if d.source != "files":
+        for key, empty in (("path", None), ("columns", ColumnsConfig().__dict__), ("margin_column", None),
+                           ("sources", [])):
+            if _plain(d[key]) != empty:
+                _fail(f"data.{key}", _plain(d[key]), "it applies to data.source=files only (data=files)")
+        return
+    for key, default in (("label_noise", 0.0), ("on_policy", None)):
+        if d[key] != default:
+            _fail(f"data.{key}", d[key], "it applies to data.source=toy only")
+    if not d.path and not d.sources:
+        _fail("data.path", None, "data.source=files needs a jsonl/parquet file or a hub dataset id "
+                                 "(or a mix in data.sources)")
+    if d.path and d.sources:
+        _fail("data.path", d.path, "give data.path (one source) or data.sources (a mix), not both")
+    for key, empty in (("columns", ColumnsConfig().__dict__), ("margin_column", None)):
+        if d.sources and _plain(d[key]) != empty:
+            _fail(f"data.{key}", _plain(d[key]), f"with data.sources set it per source (data.sources[i].{key})")
+    _check_columns("data.columns", d.columns)
+    for i, src in enumerate(d.sources):
+        if not src.path:
+            _fail(f"data.sources[{i}].path", src.path, "each source needs a jsonl/parquet file or a hub dataset id")
+        if not (math.isfinite(src.weight) and src.weight >= 0):
+            _fail(f"data.sources[{i}].weight", src.weight, "it must be a finite number >= 0")
+        _check_columns(f"data.sources[{i}].columns", src.columns)
+    if d.sources and sum(s.weight for s in d.sources) <= 0:
+        _fail("data.sources", [s.weight for s in d.sources], "the weights must sum to a positive total")
 
 
 def _check_registries(cfg: DictConfig) -> None:
@@ -360,13 +433,9 @@ def validate(cfg: DictConfig) -> None:
         _fail("model.path", None, "model.source=hf needs a hub id or a local directory")
     if cfg.model.source == "toy" and cfg.model.family not in ("llama", "gpt2"):
         _fail("model.family", cfg.model.family, "the zoo builds families ['llama', 'gpt2']")
-    if cfg.data.source == "files" and not cfg.data.path:
-        _fail("data.path", None, "data.source=files needs a jsonl/parquet file or a hub dataset id")
-    if cfg.data.source == "files":
-        # Options that only shape toy data would be silently ignored: refuse them instead.
-        for key, default in (("data.label_noise", 0.0), ("data.on_policy", None)):
-            if OmegaConf.select(cfg, key) != default:
-                _fail(key, OmegaConf.select(cfg, key), "it applies to data.source=toy only")
+    _check_files_data(cfg.data)
+    if cfg.train.lora_r > 0 and cfg.train.lora_alpha <= 0:
+        _fail("train.lora_alpha", cfg.train.lora_alpha, "it must be > 0 when train.lora_r > 0")
     if cfg.benchmark.source == "files" and not (cfg.benchmark.rb2_path or cfg.benchmark.rb1_path):
         _fail("benchmark.rb2_path", None, "benchmark.source=files needs rb2_path and/or rb1_path")
     _check_mix("model.corpus_mix", cfg.model.corpus_mix)

@@ -1,18 +1,22 @@
 """Where a trial's preference data and benchmarks come from: the toy world, or files / hub datasets.
 
-Real-world rows use the public schemas: preference rows `prompt, chosen, rejected` (strings, or chat
-message lists as in TRL's conversational format), RewardBench 2 rows (`id, prompt, chosen [..],
-rejected [..], subset, ...`) and RewardBench 1 rows (`prompt, chosen, rejected, subset, id, ...`).
+Real-world rows use the public schemas: preference rows in the layouts rmexp.prefdata reads (strings,
+Anthropic HH transcripts, chat message lists with or without a prompt column; a column mapping; an optional
+margin column), from one file or hub dataset or a weighted mix of several (`data.sources`); RewardBench 2
+rows (`id, prompt, chosen [..], rejected [..], subset, ...`) and RewardBench 1 rows (`prompt, chosen,
+rejected, subset, id, ...`).
 """
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from rmexp.config import to_plain
+from rmexp.prefdata import PreferenceDataError, mix_sources, normalise_rows
 from rmexp.world import data as world_data
 from rmexp.world.core import WORLD_VERSION, World, domain_sampler
 
@@ -21,20 +25,59 @@ class DataSourceError(RuntimeError):
     pass
 
 
-def read_rows(path_or_id: str, split: str = "train") -> list[dict]:
+HUB_TIMEOUT_S = 5.0  # one metadata request; an unreachable hub otherwise costs ~25 s of `datasets` retries
+
+
+def read_rows(path_or_id: str, split: str = "train", subset: str | None = None) -> list[dict]:
     """Rows of a local .jsonl/.json/.parquet file, or of a hub dataset (needs network or the HF cache)."""
     local = Path(path_or_id).expanduser()
     if local.suffix in (".jsonl", ".json", ".parquet"):
         return read_local_rows(local)
+    return read_hub_rows(path_or_id, split, subset)
+
+
+def read_hub_rows(dataset_id: str, split: str, subset: str | None = None) -> list[dict]:
+    """A hub dataset's split as rows. Fails in seconds with one line naming the dataset and how to provide it as
+    a file when the hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and it is not cached, or unreachable."""
+    from huggingface_hub import constants
+
+    where = f"dataset {dataset_id!r} (split {split!r}{f', subset {subset!r}' if subset else ''})"
+    name = f", {subset!r}" if subset else ""
+    fix = (f"Offline machines need a local copy: where there is network run `python -c \"import datasets; "
+           f"datasets.load_dataset({dataset_id!r}{name}, split={split!r}).to_parquet('FILE.parquet')\"` and give "
+           f"FILE.parquet as the path (a copy already in the Hugging Face cache loads with HF_DATASETS_OFFLINE=1)")
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "TRUE")
+    if offline:  # `datasets` reads offline copies from the hub cache: without one it can only fail
+        cached = (Path(constants.HF_HUB_CACHE) / f"datasets--{dataset_id.replace('/', '--')}").is_dir()
+        problem = None if cached else ("the hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and the dataset is "
+                                       "not in the Hugging Face cache")
+    else:
+        problem = _hub_problem(dataset_id)
+    if problem:
+        raise DataSourceError(f"could not load {where}: {problem}. {fix}")
     import datasets  # imported here: slow, and only hub ids need it
+
     try:
-        return list(datasets.load_dataset(path_or_id, split=split))
-    except Exception as err:  # offline, unknown id, no cache: one clear message
-        raise DataSourceError(
-            f"could not load dataset {path_or_id!r} (split {split!r}): {type(err).__name__}: {err}. "
-            f"Offline machines need a local copy: download it where there is network "
-            f"(`huggingface-cli download --repo-type dataset {path_or_id} --local-dir DIR`) and pass the "
-            f".jsonl/.parquet file path instead.") from err
+        return list(datasets.load_dataset(dataset_id, subset, split=split))
+    except Exception as err:  # offline, unknown id, no cache: one clear line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise DataSourceError(f"could not load {where}: {type(err).__name__}: {first}. {fix}") from err
+
+
+def _hub_problem(dataset_id: str) -> str | None:
+    """Why the hub cannot serve this dataset now (unreachable, unknown, gated), or None."""
+    import requests
+    from huggingface_hub import constants
+
+    token = getattr(constants, "HF_TOKEN", None)
+    try:
+        resp = requests.get(f"{constants.ENDPOINT}/api/datasets/{dataset_id}", timeout=HUB_TIMEOUT_S,
+                            headers={"authorization": f"Bearer {token}"} if token else {})
+    except requests.RequestException as err:
+        return f"the hub is not reachable from here ({type(err).__name__} on {constants.ENDPOINT})"
+    if resp.status_code in (401, 403, 404):
+        return f"the hub has no such dataset, or it is gated or private (HTTP {resp.status_code}; set HF_TOKEN)"
+    return None
 
 
 def read_local_rows(path: Path) -> list[dict]:
@@ -77,36 +120,48 @@ def read_local_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _as_text(value, row_id, field_name: str) -> tuple[str | None, str]:
-    """(prompt or None, response) from a string or a chat message list."""
-    if isinstance(value, str):
-        return None, value
-    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
-        if value[-1].get("role") != "assistant":
-            raise DataSourceError(f"row {row_id}: {field_name} messages must end with an assistant turn")
-        prompt = "\n".join(m["content"] for m in value[:-1] if m.get("role") == "user")
-        return prompt or None, value[-1]["content"]
-    raise DataSourceError(f"row {row_id}: {field_name} must be a string or a list of chat messages")
+def file_sources(d: DictConfig) -> list[dict]:
+    """The sources of data=files: `data.sources`, or `data.path` (+ `columns`, `margin_column`) as one source."""
+    if d.sources:
+        return [to_plain(src) for src in d.sources]
+    return [{"path": str(d.path), "split": d.split, "subset": None, "weight": 1.0, "columns": to_plain(d.columns),
+             "margin_column": d.margin_column}]
 
 
-def normalise_preference_rows(rows: list[dict]) -> list[dict]:
-    out = []
-    for i, row in enumerate(rows):
-        row_id = row.get("id", i)
-        for key in ("chosen", "rejected"):
-            if key not in row:
-                raise DataSourceError(f"row {row_id}: missing column {key!r} (need prompt, chosen, rejected)")
-        p_c, chosen = _as_text(row["chosen"], row_id, "chosen")
-        _, rejected = _as_text(row["rejected"], row_id, "rejected")
-        prompt = row.get("prompt")
-        if isinstance(prompt, list):
-            prompt = "\n".join(m["content"] for m in prompt if m.get("role") == "user")
-        prompt = prompt or p_c
-        if not prompt:
-            raise DataSourceError(f"row {row_id}: no prompt (a prompt column, or chat messages in chosen)")
-        out.append({"id": str(row_id), "prompt": prompt, "chosen": chosen, "rejected": rejected,
-                    "domain": row.get("subset", "files")})
-    return out
+def source_rows(src: dict, label: str) -> list[dict]:
+    """Normalised rows of one source (rmexp.prefdata); errors start with `label` (the config key)."""
+    try:
+        return normalise_rows(read_rows(src["path"], src["split"], src["subset"]), src["path"], src["columns"],
+                              src["margin_column"])
+    except (DataSourceError, PreferenceDataError) as err:
+        msg = str(err)
+        raise DataSourceError(f"{label}: {msg}" if src["path"] in msg else f"{label}={src['path']!r}: {msg}") from None
+
+
+_drawn: dict[str, list[dict]] = {}  # per process: preflight and the trial draw the same rows once
+
+
+def file_preference_rows(d: DictConfig) -> list[dict]:
+    """data=files rows: with `data.path`, its first `data.size` rows in file order; with `data.sources`,
+    `data.size` rows drawn by weight (rmexp.prefdata.mix_sources, seeded by `data.seed`)."""
+    sources = file_sources(d)
+    key = json.dumps([sources, d.size, d.seed, [_mtime(s["path"]) for s in sources]], sort_keys=True)
+    if key not in _drawn:
+        if not d.sources:
+            _drawn[key] = source_rows(sources[0], "data.path")[:d.size]
+        else:
+            loaded = [(s["path"], source_rows(s, f"data.sources[{i}].path"), s["weight"])
+                      for i, s in enumerate(sources)]
+            try:
+                _drawn[key] = mix_sources(loaded, d.size, d.seed)
+            except PreferenceDataError as err:
+                raise DataSourceError(f"data.sources: {err}") from None
+    return _drawn[key]
+
+
+def _mtime(path: str) -> int | None:
+    local = Path(path).expanduser()
+    return local.stat().st_mtime_ns if local.exists() else None
 
 
 def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) -> list[dict]:
@@ -169,8 +224,7 @@ def preference_rows(cfg: DictConfig, world: World) -> list[dict]:
         return on_policy_preferences(cfg, world)
     if d.source == "toy":
         return world_data.preferences(world, d.size, dict(d.domain_weights), d.label_noise, d.seed)
-    rows = normalise_preference_rows(read_rows(d.path, d.split))
-    return rows[:d.size]
+    return file_preference_rows(d)
 
 
 def benchmark_rows(cfg: DictConfig, world: World) -> tuple[list[dict], list[dict]]:

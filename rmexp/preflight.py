@@ -127,21 +127,46 @@ def check_inputs(cfg: DictConfig) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("config error: device='cuda' is not allowed here: torch sees no CUDA device on this "
                               "machine; use device=cpu or device=auto, or install the CUDA build of torch")
+    if not remote:
+        _check_precision(cfg)
     if cfg.model.source == "hf":
         _memoised(("model", cfg.model.path), lambda: _check_hf_model(str(cfg.model.path)))
     if cfg.data.source == "files":
-        rows = _memoised(("data", cfg.data.path, cfg.data.split, _mtime(cfg.data.path)),
-                         lambda: _preference_rows(str(cfg.data.path), str(cfg.data.split)))
+        rows = _preference_rows(cfg)
         tok = _memoised(("tok", cfg.model.source, cfg.model.path, cfg.world.seed, cfg.model.trust_remote_code),
                         lambda: _tokenizer(cfg))
-        _memoised(("coverage", id(tok), cfg.data.path, _mtime(cfg.data.path), cfg.data.size,
-                   cfg.data.max_unk_share, cfg.data.max_identical_share),
-                  lambda: _check_coverage(cfg, tok, rows[:cfg.data.size]))
+        _memoised(("coverage", id(tok), id(rows), cfg.data.max_unk_share, cfg.data.max_identical_share),
+                  lambda: _check_coverage(cfg, tok, rows))
     if cfg.benchmark.source == "files":
         for key in ("benchmark.rb2_path", "benchmark.rb1_path"):
             path = cfg.benchmark[key.split(".")[1]]
             if path and _looks_local(str(path)):
                 _memoised(("bench", key, path, _mtime(path)), lambda: _check_benchmark(cfg, key, str(path)))
+
+
+def _check_precision(cfg: DictConfig) -> None:
+    """Half dtypes and flash attention need a GPU (and flash attention its package), known before any loading."""
+    import importlib.util
+
+    import torch
+
+    on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cfg.model.dtype in ("bfloat16", "float16") and not on_gpu:
+        raise ConfigError(f"config error: model.dtype={cfg.model.dtype!r} is not allowed with device={cfg.device!r} "
+                          f"on this machine (no CUDA device): half precision is for GPUs, on CPU it is slow and loses "
+                          f"small updates; use model.dtype=auto (float32 on CPU) or float32, or run on a GPU")
+    attn = cfg.model.attn_implementation
+    if attn in ("flash_attention_2", "flash_attention_3"):
+        package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}[attn]
+        if not on_gpu:
+            raise ConfigError(f"config error: model.attn_implementation={attn!r} is not allowed without a CUDA device; "
+                              f"use sdpa, eager or null (transformers' default)")
+        if cfg.model.dtype == "float32":
+            raise ConfigError(f"config error: model.attn_implementation={attn!r} needs model.dtype=bfloat16 or float16 "
+                              f"(flash attention has no float32 kernels)")
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(f"config error: model.attn_implementation={attn!r} needs the {package!r} package, which "
+                              f"is not installed; install it (pip install flash-attn) or use sdpa")
 
 
 def _mtime(path) -> int | None:
@@ -193,15 +218,14 @@ def _check_hf_model(path: str) -> None:
                           f"(HTTP {resp.status_code}; set HF_TOKEN for gated models). {fix}")
 
 
-def _preference_rows(path: str, split: str) -> list[dict]:
-    from rmexp.data import DataSourceError, normalise_preference_rows, read_rows
+def _preference_rows(cfg: DictConfig) -> list[dict]:
+    """The rows the trial will train on (one source, or the drawn mix); rmexp.data memoises them per process."""
+    from rmexp.data import DataSourceError, file_preference_rows
 
     try:
-        return normalise_preference_rows(read_rows(path, split))
+        return file_preference_rows(cfg.data)
     except DataSourceError as err:
-        msg = str(err)
-        raise ConfigError(f"config error: data.path: {msg}" if path in msg
-                          else f"config error: data.path={path!r}: {msg}") from None
+        raise ConfigError(f"config error: {err}") from None
 
 
 def _tokenizer(cfg: DictConfig):
@@ -229,9 +253,15 @@ def _check_coverage(cfg: DictConfig, tok, rows: list[dict]) -> None:
     cov = guards.coverage(list(zip(ids_c, ids_r)), tok.unk_token_id)
     try:
         guards.check_coverage(cov, cfg.data.max_unk_share, cfg.data.max_identical_share,
-                              f"data.path={cfg.data.path!r}", f"model={cfg.model.name}")
+                              _data_label(cfg), f"model={cfg.model.name}")
     except guards.DataCoverageError as err:
         raise ConfigError(f"config error: {err}") from None
+
+
+def _data_label(cfg: DictConfig) -> str:
+    if cfg.data.sources:
+        return "data.sources=" + "+".join(repr(str(s.path)) for s in cfg.data.sources)
+    return f"data.path={cfg.data.path!r}"
 
 
 def _check_benchmark(cfg: DictConfig, key: str, path: str) -> None:
@@ -299,6 +329,9 @@ def _check_http(uri: str, timeout: float) -> None:
 
 
 def reset_memo() -> None:
-    """Forget memoised checks (tests that edit files in place)."""
+    """Forget memoised checks and drawn rows (tests that edit files in place)."""
+    from rmexp import data
+
     _memo.clear()
+    data._drawn.clear()
 

@@ -87,7 +87,8 @@ def _datasets(cfg: DictConfig, prefs: list[dict], rb2: list[dict], rb1: list[dic
 
     d, b = cfg.data, cfg.benchmark
     data_src = ({"generator": "rmexp.world", "world.seed": cfg.world.seed, **to_plain(d)} if d.source == "toy"
-                else str(d.path))
+                else str(d.path) if d.path else {"sources": json.dumps(to_plain(d)["sources"]), "size": d.size,
+                                                  "seed": d.seed})
     out = [describe_dataset("preferences", prefs, data_src, "train")]
     for name, rows, path in (("rewardbench2", rb2, "rb2_path"), ("rewardbench1", rb1, "rb1_path")):
         if rows:

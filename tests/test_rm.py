@@ -86,10 +86,11 @@ def test_overlong_pairs_truncated_or_dropped(world):
     tok = build_tokenizer(world.vocab)
     rows = [{"prompt": "what is 3 plus 4 ?", "chosen": "7 .", "rejected": "8 ."},
             {"prompt": "what is 3 plus 4 ?", "chosen": " ".join(["7"] * 80) + " .", "rejected": "8 ."}]
-    pairs, stats = rm.encode_pairs(tok, rows, 20, "truncate")
+    pairs, stats, kept = rm.encode_pairs(tok, rows, 20, "truncate")
     assert len(pairs) == 2 and stats["data/truncated"] == 1.0 and max(len(pairs[1][0]), len(pairs[1][1])) == 20
-    pairs, stats = rm.encode_pairs(tok, rows, 20, "drop")
-    assert len(pairs) == 1 and stats["data/dropped"] == 1.0
+    assert kept == [0, 1]
+    pairs, stats, kept = rm.encode_pairs(tok, rows, 20, "drop")
+    assert len(pairs) == 1 and stats["data/dropped"] == 1.0 and kept == [0]  # the row each kept pair came from
 
 
 @pytest.fixture(scope="module")

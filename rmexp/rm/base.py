@@ -120,7 +120,8 @@ def base_identity(base: Path | str) -> str:
 
 
 def rows_identity(prefs: list[dict]) -> str:
-    """A hash of the preference rows themselves (not the data config that drew them)."""
+    """A hash of the preference rows themselves (not the data config that drew them), margins included."""
     from rmexp.config import config_hash
 
-    return config_hash([[r["prompt"], r["chosen"], r["rejected"]] for r in prefs])
+    return config_hash([[r["prompt"], r["chosen"], r["rejected"], *([r["margin"]] if "margin" in r else [])]
+                        for r in prefs])

@@ -2,7 +2,8 @@
 
 An RM is `AutoModelForSequenceClassification(num_labels=1)` on a base model; its reward is the score head
 applied to the hidden state of the last real token (right padding). Chosen and rejected go through the
-model in one forward pass; the loss is `-logsigmoid(r_c - r_r - margin)` plus an optional centering term
+model in one forward pass; the loss is `-logsigmoid(r_c - r_r - margin)` (margin: `train.margin` plus the row's
+own from `data.margin_column`) plus an optional centering term
 `center_coef * mean((r_c + r_r)^2)`. After training, rewards are normalised so that the mean reward over
 the training set is 0; the offset is stored with the model and applied by `RewardModel.score`.
 
@@ -15,7 +16,9 @@ Scoring packs where varlen attention runs (`score_texts`).
 
 The kind `rm=classifier` (the default): its options are the shared `train.*` keys, so `conf/rm/classifier.yaml`
 holds only the selector. Trained RMs are cached (`rmexp.cache`) by the base's content id, the preference rows,
-the train config and the device.
+the train config, the device and the backbone options. The backbone on real models (dtype, attention kernel,
+gradient checkpointing, LoRA with the head saved, loading it back) is rmexp.rm.backbone. Over 400 lines because
+the trainer, the scorer and the kind share the encoding and batching helpers above.
 """
 from __future__ import annotations
 
@@ -32,11 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from rmexp import guards
 from rmexp import packing
 from rmexp.progress import progress_bar
+from rmexp.rm import backbone
 from rmexp.rm.base import RMContext, RMKind, ValueInit, base_identity, register_rm_kind, rows_identity
 
 RM_VERSION = 4  # bump when training changes, so cached RMs are retrained (4: fused AdamW on CPU)
@@ -96,8 +100,9 @@ def sorted_scores(model, ids: list[list[int]], pad_id: int, batch_tokens: int) -
     return out
 
 
-def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: float = 0.0,
+def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: float | torch.Tensor = 0.0,
                   center_coef: float = 0.0) -> torch.Tensor:
+    """Mean of -logsigmoid(r_c - r_r - margin); `margin` a number or one per pair (data.margin_column)."""
     loss = -F.logsigmoid(r_chosen - r_rejected - margin).mean()
     if center_coef:
         loss = loss + center_coef * ((r_chosen + r_rejected) ** 2).mean()
@@ -180,12 +185,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_reward_model(path: Path | str, trust_remote_code: bool = False, device: str = "cpu") -> RewardModel:
+    """A trained RM directory: full weights, or a LoRA adapter with the head on its base (rmexp.rm.backbone)."""
     path = Path(path)
     info = json.loads((path / "rmexp_rm.json").read_text())
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1,
-                                                               trust_remote_code=trust_remote_code)
-    return RewardModel(model.to(resolve_device(device)), tok, offset=info["offset"], max_length=info["max_length"],
+    dev = resolve_device(device)
+    model = backbone.load_backbone(path, info, dev, trust_remote_code)
+    model.config.pad_token_id = tok.pad_token_id
+    return RewardModel(model.to(dev).eval(), tok, offset=info["offset"], max_length=info["max_length"],
                        path=path, info=info)
 
 
@@ -207,11 +214,14 @@ def _orient_by_gold(row: dict) -> dict:
     return row
 
 
-def encode_pairs(tok, rows: list[dict], max_length: int, overlong: str) -> tuple[list[tuple[list[int], list[int]]], dict]:
+def encode_pairs(tok, rows: list[dict], max_length: int,
+                 overlong: str) -> tuple[list[tuple[list[int], list[int]]], dict, list[int]]:
+    """Token ids of each row's (chosen, rejected) dialogue; overlong pairs cut from the left or dropped. Returns the
+    pairs, counts of both, and the index of the row each kept pair came from."""
     chosen, _ = encode(tok, [format_dialogue(tok, r["prompt"], r["chosen"]) for r in rows], 10 ** 9)
     rejected, _ = encode(tok, [format_dialogue(tok, r["prompt"], r["rejected"]) for r in rows], 10 ** 9)
-    pairs, truncated, dropped = [], 0, 0
-    for c, r in zip(chosen, rejected):
+    pairs, kept, truncated, dropped = [], [], 0, 0
+    for i, (c, r) in enumerate(zip(chosen, rejected)):
         if max(len(c), len(r)) > max_length:
             if overlong == "drop":
                 dropped += 1
@@ -219,7 +229,15 @@ def encode_pairs(tok, rows: list[dict], max_length: int, overlong: str) -> tuple
             truncated += 1
             c, r = c[-max_length:], r[-max_length:]
         pairs.append((c, r))
-    return pairs, {"data/truncated": float(truncated), "data/dropped": float(dropped)}
+        kept.append(i)
+    return pairs, {"data/truncated": float(truncated), "data/dropped": float(dropped)}, kept
+
+
+def pair_margins(rows: list[dict], kept: list[int], margin: float) -> torch.Tensor | None:
+    """Per-pair loss margins, `train.margin` + the row's own (data.margin_column); None when no row has one."""
+    if not any("margin" in r for r in rows):
+        return None
+    return torch.tensor([margin + rows[i].get("margin", 0.0) for i in kept], dtype=torch.float32)
 
 
 def pair_forward(model, pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,16 +281,17 @@ def make_optimizer(model, lr: float, weight_decay: float = 0.0, fused: bool | No
     (benchmarks/optimizer_seeds.py, benchmarks/README.md): the 0.62 vs 0.76 once blamed on fused was that."""
     if fused is None:
         fused = next(model.parameters()).device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # all of them, except under LoRA
+    return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
-def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int, margin: float = 0.0,
+def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int, margin: float | torch.Tensor = 0.0,
                center_coef: float = 0.0, grad_clip: float = 1.0, autocast=None,
                layout: PackLayout | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on a batch of pairs; returns (loss, r_chosen, r_rejected), detached.
 
-    `autocast` is an optional context manager for the forward (e.g. bf16 on a GPU); `layout` packs the
-    batch into a fixed token budget (rmexp.packing) instead of padding it."""
+    `margin` is a number or one per pair; `autocast` is an optional context manager for the forward (e.g. bf16
+    on a GPU); `layout` packs the batch into a fixed token budget (rmexp.packing) instead of padding it."""
     with autocast if autocast is not None else contextlib.nullcontext():
         if layout is None:
             rc, rr = pair_forward(model, batch, pad_id)
@@ -315,18 +334,24 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
     t = cfg.train
     torch.manual_seed(t.seed)
     tok = AutoTokenizer.from_pretrained(str(base_path), trust_remote_code=trust_remote_code)
-    if tok.pad_token is None:  # many hub tokenizers have none; right padding is masked anyway
+    if tok.pad_token is None:  # many hub tokenizers have none; padding is masked and the reward read by length
         tok.pad_token = tok.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1,
-                                                               trust_remote_code=trust_remote_code)
+    dev = resolve_device(device)
+    model = backbone.load_classifier(base_path, dev, cfg.model.dtype, cfg.model.attn_implementation,
+                                     trust_remote_code)
     model.config.pad_token_id = tok.pad_token_id
-    model.to(resolve_device(device))
+    model.to(dev)
+    adapter = backbone.add_lora(model, t)  # None for full fine-tuning; else LoRA layers now live inside `model`
+    if t.gradient_checkpointing:
+        backbone.enable_checkpointing(model)
     train_rows, eval_rows = split_pairs(rows, cfg.data.eval_fraction, cfg.data.seed)
     # eval/acc measures agreement with the truth: where gold scores exist (toy world), held-out pairs
     # are oriented by gold, so label noise in the data cannot inflate it.
     eval_rows = [_orient_by_gold(r) for r in eval_rows]
-    train_pairs, data_stats = encode_pairs(tok, train_rows, t.max_length, t.overlong)
-    eval_pairs, _ = encode_pairs(tok, eval_rows, t.max_length, "truncate")
+    train_pairs, data_stats, kept = encode_pairs(tok, train_rows, t.max_length, t.overlong)
+    margins = pair_margins(train_rows, kept, t.margin)
+    margins = margins.to(dev) if margins is not None else None
+    eval_pairs, _, _ = encode_pairs(tok, eval_rows, t.max_length, "truncate")
     guards.check_coverage(guards.coverage(train_pairs, tok.unk_token_id), cfg.data.max_unk_share,
                           cfg.data.max_identical_share, f"data.source={cfg.data.source} training pairs", cfg.model.name)
     if not train_pairs:
@@ -337,7 +362,7 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
     layout = None
     if t.packing:  # fixed token budgets of ~batch_size pairs each (rmexp.packing), planned for all epochs
         packing.enable_packed_attention(model)
-        # The trainer runs fp32 (no autocast): varlen attention needs half precision, so rows of max_length.
+        # Varlen attention needs half precision (model.dtype on CUDA); otherwise rows of max_length.
         flat = packing.use_varlen(model, next(model.parameters()).device)
         layout = PackLayout.for_pairs(train_pairs, t.batch_size, t.max_length, flat)
         epochs = [layout.batches(train_pairs, rng) for _ in range(t.epochs)]
@@ -356,7 +381,8 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
             batch = [train_pairs[i] for i in batch_idx]
             for group in opt.param_groups:
                 group["lr"] = t.lr * lr_factor(step, total, warmup, t.schedule)
-            loss, rc, rr = train_step(model, opt, batch, tok.pad_token_id, t.margin, t.center_coef, t.grad_clip,
+            margin = t.margin if margins is None else margins[batch_idx]
+            loss, rc, rr = train_step(model, opt, batch, tok.pad_token_id, margin, t.center_coef, t.grad_clip,
                                       layout=layout)
             guards.check_finite("RM train/loss", loss.item(), step, total, guards.rm_settings(t))
             real_tokens += sum(len(c) + len(r) for c, r in batch)
@@ -386,12 +412,16 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
         **data_stats,
     }
     info = {"offset": offset, "max_length": t.max_length, "metrics": metrics, "history": history,
-            "base_path": str(base_path), "rm_version": RM_VERSION,
+            **backbone.load_info(t, cfg.model, base_path), "rm_version": RM_VERSION,
             "config": OmegaConf.to_container(cfg, resolve=True)}
     out_dir = Path(out_dir)
-    model.save_pretrained(str(out_dir), safe_serialization=True)
+    backbone.save_backbone(model, adapter, out_dir)
     tok.save_pretrained(str(out_dir))
     (out_dir / "rmexp_rm.json").write_text(json.dumps(info))
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+    if adapter is not None:  # scored and handed on as one plain model, as load_reward_model rebuilds it
+        model = backbone.merge(adapter)
     return RewardModel(model.eval(), tok, offset=offset, max_length=t.max_length, path=out_dir, info=info)
 
 
@@ -402,16 +432,24 @@ class ClassifierOptions:
     """rm=classifier has no options of its own: it trains with the shared `train.*` keys."""
 
 
-def build_classifier(ctx: RMContext) -> RewardModel:
-    """Train (once, cached) or load the RM for this trial's base, rows and train config."""
-    from rmexp.cache import cached
+def rm_cache_key(ctx: RMContext) -> str:
+    """Keyed by the rows themselves (not the data config: on-policy sampling settings, edited files and ignored
+    data options then all do the right thing), margins included; train.* (LoRA, checkpointing) hashed whole;
+    model.dtype and attn_implementation change the numbers."""
     from rmexp.config import config_hash, torch_threads
 
     cfg = ctx.cfg
-    # Keyed by the rows themselves (not the data config): on-policy sampling settings, edited files and
-    # ignored data options then all do the right thing.
-    key = config_hash(base_identity(ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction,
-                      cfg.data.seed, cfg.train, cfg.device, RM_VERSION, torch_threads())
+    return config_hash(base_identity(ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction, cfg.data.seed,
+                       cfg.train, cfg.device, RM_VERSION, torch_threads(), cfg.model.dtype,
+                       cfg.model.attn_implementation)
+
+
+def build_classifier(ctx: RMContext) -> RewardModel:
+    """Train (once, cached) or load the RM for this trial's base, rows and train config."""
+    from rmexp.cache import cached
+
+    cfg = ctx.cfg
+    key = rm_cache_key(ctx)
     remote = cfg.model.trust_remote_code
     return cached("rm", key, ctx.cache,
                   build=lambda folder: train_reward_model(ctx.base, ctx.prefs, cfg, folder, remote, ctx.progress,
