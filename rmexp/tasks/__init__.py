@@ -71,16 +71,37 @@ def items_from_rows(name: str, rows: list[dict[str, Any]], where: str) -> list[T
     return items
 
 
-def load_items(name: str, path: str, split: str, size: int, seed: int) -> list[TaskItem]:
-    """Read a task's rows (file or hub id), keep a seeded sample of `size` (0 = all)."""
-    if name not in TASKS:
-        raise TaskError(f"task={name} is not a registered task; allowed: {sorted(TASKS)}")
-    from rmexp.data import DataSourceError, read_rows
+def read_task_rows(name: str, path: str, split: str, subset: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a local .jsonl/.json/.parquet file, or of hub dataset `path` (config `subset`, split `split`).
+    Offline and not cached: one TaskError naming the dataset and how to provide it as a file."""
+    from pathlib import Path
+
+    from rmexp.data import DataSourceError, read_local_rows
+
+    if Path(path).expanduser().suffix in (".jsonl", ".json", ".parquet"):
+        try:
+            return read_local_rows(Path(path).expanduser())
+        except DataSourceError as err:
+            raise TaskError(f"task={name}: {err}") from None
+    import datasets  # imported here: slow, and only hub ids need it
 
     try:
-        rows = read_rows(path, split)
-    except DataSourceError as err:
-        raise TaskError(f"task={name}: {err}") from None
+        return list(datasets.load_dataset(path, subset, split=split))
+    except Exception as err:  # noqa: BLE001 - offline, unknown id, wrong config or split: one clear message
+        first = str(err).splitlines()[0] if str(err) else ""
+        sub = f" --include '{subset}/*'" if subset else ""
+        raise TaskError(
+            f"task={name}: could not load dataset {path!r} (config {subset!r}, split {split!r}): "
+            f"{type(err).__name__}: {first}. Offline machines need a local copy: download it where there is network "
+            f"(`huggingface-cli download --repo-type dataset {path}{sub} --local-dir DIR`) and set "
+            f"task.path=<the .jsonl/.parquet file of split {split!r}>") from None
+
+
+def load_items(name: str, path: str, split: str, size: int, seed: int, subset: str | None = None) -> list[TaskItem]:
+    """Read a task's rows (file or hub id), keep a seeded sample of `size` (0 = all, in source order)."""
+    if name not in TASKS:
+        raise TaskError(f"task={name} is not a registered task; allowed: {sorted(TASKS)}")
+    rows = read_task_rows(name, path, split, subset)
     items = items_from_rows(name, rows, repr(path))
     if size and size < len(items):
         items = random.Random(f"task-{name}-{seed}").sample(items, size)
