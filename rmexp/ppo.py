@@ -309,13 +309,15 @@ EVAL_SEED = 20_231  # evaluation draws: the same for every PPO seed and every ev
 # Helpers of the loop (small, pure where possible; tested in tests/test_ppo.py)
 # --------------------------------------------------------------------------------------------------
 
-def truncate_after_eos(response: Tensor, eos_id: int, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+def truncate_after_eos(response: Tensor, eos_id: int | list[int], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
     """Cut each response after its first eos: (tokens with pad after the first eos, mask, has_eos).
 
     The mask keeps every token up to and including the first eos (eos is an action the policy took); rows
-    without eos keep all their tokens and get has_eos = False (they ran into max_new_tokens).
+    without eos keep all their tokens and get has_eos = False (they ran into max_new_tokens). `eos_id` may be
+    several stop ids (eos and a chat template's end-of-turn token, `rmexp.policy.stop_ids`).
     """
-    is_eos = response == eos_id
+    is_eos = torch.isin(response, torch.tensor(eos_id if isinstance(eos_id, list) else [eos_id],
+                                               device=response.device))
     eos_before = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0  # an eos strictly before t
     mask = ~eos_before
     return torch.where(mask, response, torch.full_like(response, pad_id)), mask, is_eos.any(dim=1)
@@ -464,12 +466,16 @@ class Rollout:
 @torch.no_grad()
 def rollout(policy, ref, tok, prompts: list[str], temperature: float, max_new_tokens: int,
             generator: torch.Generator, chunk: int = 64) -> Rollout:
-    """Step 1: sample responses, cut them after the first eos, recompute policy and reference log-probs."""
+    """Step 1: sample responses, cut them after the first eos (or the template's end-of-turn token), recompute
+    policy and reference log-probs."""
+    from rmexp.policy import stop_ids
+
+    stops = stop_ids(tok, policy)  # toy policies: eos alone
     parts = []
     for s in range(0, len(prompts), chunk):
         queries = [prompt_ids(tok, p) for p in prompts[s:s + chunk]]
-        raw = kv_generate(policy, queries, max_new_tokens, temperature, tok.eos_token_id, tok.pad_token_id, generator)
-        response, mask, has_eos = truncate_after_eos(raw, tok.eos_token_id, tok.pad_token_id)
+        raw = kv_generate(policy, queries, max_new_tokens, temperature, stops, tok.pad_token_id, generator)
+        response, mask, has_eos = truncate_after_eos(raw, stops, tok.pad_token_id)
         ids, attn, q_len = join_sequences(queries, response, mask, tok.pad_token_id)
         parts.append((ids, attn, q_len, response, mask, has_eos))
     T = max(p[3].shape[1] for p in parts)

@@ -65,6 +65,7 @@ def test_reward_read_at_last_real_token_when_pad_is_eos(fx):
     torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # ~60 s on 2 busy cores: a subprocess, the RM trained, RB2/RB1 and BoN
 def test_printed_command_runs_a_real_path_trial(fx, tmp_path):
     """The command `python -m rmexp.fixtures` prints, run as printed: one FINISHED run with RB2 and RB1 scores and
     best-of-N of the fixture policy on the gsm8k file, gold from the GSM8K checker."""
