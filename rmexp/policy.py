@@ -49,6 +49,21 @@ def load_policy(path: Path | str, pcfg: DictConfig):
     return model.eval(), tok
 
 
+def load_tokenizer(path: Path | str, pcfg: DictConfig):
+    """The policy's tokenizer and generation config (None when it has none), without its weights: enough for a
+    cache key (queries and stop ids), so cached samples of a large model are read without loading it."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=bool(pcfg.trust_remote_code))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    try:
+        gen = GenerationConfig.from_pretrained(str(path))
+    except (OSError, ValueError):  # no generation_config.json: eos and the template decide
+        gen = None
+    return tok, gen
+
+
 def chat_query_text(tok, prompt: str) -> str:
     """The prompt rendered for a chat policy: one user turn and the assistant's header; a tokenizer without a
     template gets the prompt as is (a base model continues it)."""
@@ -88,11 +103,11 @@ def end_of_turn_id(tok) -> int | None:
     return ids[0] if ids and ids[0] in special else None
 
 
-def stop_ids(tok, model=None) -> list[int]:
+def stop_ids(tok, generation_config=None) -> list[int]:
     """Token ids that end a response: eos, the generation config's eos ids (a list for many chat models), and the
     template's end-of-turn token. Sorted, for cache keys."""
     ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    gen_eos = getattr(generation_config, "eos_token_id", None)
     ids |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos] if gen_eos is not None else [])
     eot = end_of_turn_id(tok)
     if eot is not None:

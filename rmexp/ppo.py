@@ -470,7 +470,7 @@ def rollout(policy, ref, tok, prompts: list[str], temperature: float, max_new_to
     policy and reference log-probs."""
     from rmexp.policy import stop_ids
 
-    stops = stop_ids(tok, policy)  # toy policies: eos alone
+    stops = stop_ids(tok, policy.generation_config)  # toy policies: eos alone
     parts = []
     for s in range(0, len(prompts), chunk):
         queries = [prompt_ids(tok, p) for p in prompts[s:s + chunk]]

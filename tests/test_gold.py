@@ -142,6 +142,9 @@ def test_stop_ids_hold_eos_and_the_templates_end_of_turn(fixture_files, world):
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert end_of_turn_id(tok) == im_end
     assert stop_ids(tok) == sorted({tok.eos_token_id, im_end})
+    from transformers import GenerationConfig  # chat models often list several eos ids there
+
+    assert stop_ids(tok, GenerationConfig(eos_token_id=[7, im_end])) == sorted({7, tok.eos_token_id, im_end})
     toy = build_tokenizer(world.vocab)
     assert end_of_turn_id(toy) == toy.eos_token_id  # the toy template closes a turn with eos
 

@@ -27,7 +27,7 @@ def policy_samples(cfg, world, cache: Path, progress: bool, gold=None):
     from rmexp.cache import cached, content_id, write_json
     from rmexp.config import config_hash, torch_threads
     from rmexp.gold import gold_source
-    from rmexp.policy import is_zoo, load_policy, policy_identity, queries, stop_ids
+    from rmexp.policy import is_zoo, load_policy, load_tokenizer, policy_identity, queries, stop_ids
     from rmexp.sampling import SAMPLER_VERSION
 
     gold = gold if gold is not None else gold_source(cfg, world)
@@ -40,9 +40,9 @@ def policy_samples(cfg, world, cache: Path, progress: bool, gold=None):
     if not zoo_policy:  # a zoo policy's queries and stops follow from the world's template: not in its key
         from rmexp.rm import resolve_device
 
-        model, tok = load_policy(path, pcfg)
+        tok, generation_config = load_tokenizer(path, pcfg)
         device = resolve_device(cfg.device)
-        qs, stops = queries(tok, [p.text for p in prompts], False), stop_ids(tok, model)
+        qs, stops = queries(tok, [p.text for p in prompts], False), stop_ids(tok, generation_config)
         parts += [config_hash(qs), stops, str(device.type)]
 
     def draw(folder: Path) -> None:
@@ -53,6 +53,7 @@ def policy_samples(cfg, world, cache: Path, progress: bool, gold=None):
         else:
             from rmexp.sampling import sample_texts
 
+            model, _ = load_policy(path, pcfg)
             samples = sample_texts(model.to(device), tok, qs, n, pol.temperature, pol.max_new_tokens,
                                    seed=world.seed, stop_ids=stops)
         write_json(folder / "samples.json", samples)
