@@ -139,7 +139,9 @@ class BenchmarkConfig:
 
 @dataclass
 class PolicyConfig:
-    model: str = "toy_llama_s_sft"   # a conf/model entry (usually an SFT variant)
+    model: str = "toy_llama_s_sft"   # a conf/model entry (usually an SFT variant); hf: `path` below
+    path: Optional[str] = None       # model=hf only: hub id or local save_pretrained directory
+    trust_remote_code: bool = False  # model=hf only; never on unless a config asks
     temperature: float = 1.0
     max_new_tokens: int = 24
 
@@ -208,6 +210,16 @@ class DownstreamConfig:
 
 
 @dataclass
+class TaskConfig:
+    name: str = "toy"                # toy: the world's held-out prompts and verifiers | a task in rmexp/tasks/
+    path: Optional[str] = None       # real tasks: hub dataset id or local jsonl/parquet in the task's schema
+    subset: Optional[str] = None     # hub dataset config name (openai/gsm8k needs "main"); null: none
+    split: str = "test"              # hub split (local files have one)
+    size: int = 0                    # items kept, a seeded sample (0: all); methods use their first prompts_per_domain
+    seed: int = 0                    # fixed, not ${seed}: the eval items are the instrument, as benchmark.seed
+
+
+@dataclass
 class TrackingConfig:
     uri: Optional[str] = None        # default: sqlite:///<cwd>/mlflow.db (MLflow 3 refuses the file store)
     experiment: str = "rmexp"        # a sweep uses its name instead
@@ -241,6 +253,7 @@ class Config:
     rm: Dict[str, Any] = field(default_factory=_default_rm)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)  # the gold signal of the downstream methods
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -464,9 +477,69 @@ def validate(cfg: DictConfig) -> None:
         if not (CONF_DIR / "model" / f"{name}.yaml").exists():
             known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
             _fail(key, name, f"choose a conf/model entry: {known}")
+    _check_policy(cfg)
+    _check_task(cfg)
     from rmexp.preflight import check_inputs  # imported here: it loads tokenizers and reads files
 
     check_inputs(cfg)
+
+
+def _check_policy(cfg: DictConfig) -> None:
+    """`downstream.policy.path` goes with an hf policy (model=hf, or a conf/model entry with source hf), and an hf
+    policy needs one."""
+    pol = cfg.downstream.policy
+    if not (CONF_DIR / "model" / f"{pol.model}.yaml").exists():
+        return  # refused above when a method uses the policy; unused otherwise
+    source = load_model_config(pol.model).source
+    if source == "toy" and (pol.path is not None or pol.trust_remote_code):
+        key = "downstream.policy.path" if pol.path is not None else "downstream.policy.trust_remote_code"
+        _fail(key, OmegaConf.select(cfg, key), f"it applies to hf policies only (downstream.policy.model=hf); "
+              f"{pol.model!r} is a zoo model")
+    pcfg = policy_model_config(pol)
+    if source == "hf" and (OmegaConf.is_missing(pcfg, "path") or not pcfg.path):
+        _fail("downstream.policy.path", None, "downstream.policy.model=hf needs a hub id or a local directory")
+
+
+def _check_task(cfg: DictConfig) -> None:
+    """A registered task (the list comes from rmexp/tasks/), its source, and the methods it can feed."""
+    from rmexp.downstream import DOWNSTREAM
+    from rmexp.tasks import TASKS
+
+    t = cfg.task
+    allowed = ["toy", *sorted(TASKS)]
+    if t.name not in allowed:
+        _fail("task.name", t.name, f"choose one of {allowed} (real tasks are registered in rmexp/tasks/)")
+    if t.size < 0:
+        _fail("task.size", t.size, "it must be >= 0 (0: every item)")
+    if t.name == "toy":
+        for key in ("path", "subset"):
+            if t[key] is not None:
+                _fail(f"task.{key}", t[key], "it applies to real tasks only; task=toy reads the world's prompts")
+        return
+    if not t.path:
+        _fail("task.path", None, f"task={t.name} needs a hub dataset id or a local jsonl/parquet file")
+    for name in DOWNSTREAM:
+        if cfg.downstream[name].enabled and name not in REAL_TASK_METHODS:
+            _fail(f"downstream.{name}.enabled", True,
+                  f"task={t.name} gives evaluation prompts only, and {name} trains on the task's train prompts "
+                  f"(only task=toy has them so far); methods that run on a real task: {list(REAL_TASK_METHODS)}")
+
+
+# Downstream methods that run on a real task: they only evaluate on its prompts (BoN samples them; DPO trains on
+# the preference pairs). PPO and RLVR need train prompts of the task, which no real task provides yet.
+REAL_TASK_METHODS = ("bon", "dpo")
+
+
+def policy_model_config(pol: DictConfig) -> DictConfig:
+    """The model config of a downstream policy: its conf/model entry, with `downstream.policy.path` and
+    `trust_remote_code` for an hf policy."""
+    cfg = load_model_config(pol.model)
+    cfg.name = pol.model if cfg.name == "???" else cfg.name
+    if cfg.source == "hf":
+        if pol.path is not None:
+            cfg.path = pol.path
+        cfg.trust_remote_code = bool(pol.trust_remote_code or cfg.trust_remote_code)
+    return cfg
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:

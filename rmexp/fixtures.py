@@ -13,9 +13,9 @@ writes, all seeded and built here (nothing is downloaded):
   ``DIR/math.jsonl`` (problem, solution with ``\\boxed{}``), ``DIR/ifeval.jsonl`` (prompt,
   instruction_id_list, kwargs), ``DIR/popqa.jsonl`` (question, possible_answers);
 
-and prints the command that runs a real-path trial on them (RM training and RewardBench scoring; the
-downstream half on real tasks is not wired yet). The tests use the same fixtures,
-so the real loading code is what runs.
+and prints the command that runs a real-path trial on them (RM training, RewardBench 2 and 1 scoring, and
+best-of-N with the fixture model as the policy on the gsm8k file, gold from the GSM8K checker). The tests use
+the same fixtures, so the real loading code is what runs.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ CHATML = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+GSM8K_ROWS = 24  # the printed command runs best-of-N on all of them
 NAMES = ("Tom", "Ana", "Lee", "Sam", "Mia", "Raj", "Eva", "Kim")
 THINGS = ("apples", "books", "coins", "shells", "stamps", "cards")
 
@@ -133,7 +134,7 @@ def write_fixtures(out: Path, seed: int = 0) -> dict[str, Path]:
         "preferences": _write_jsonl(out / "preferences.jsonl", prefs),
         "rb2": _write_jsonl(out / "rb2.jsonl", rb2_rows(world, 8, seed)),
         "rb1": _write_jsonl(out / "rb1.jsonl", rb1_rows(world, seed, max_per_subset=4)),
-        "gsm8k": _write_jsonl(out / "gsm8k.jsonl", gsm8k_rows(24, seed)),
+        "gsm8k": _write_jsonl(out / "gsm8k.jsonl", gsm8k_rows(GSM8K_ROWS, seed)),
         "math": _write_jsonl(out / "math.jsonl", math_rows(12, seed)),
         "ifeval": _write_jsonl(out / "ifeval.jsonl", IFEVAL_ROWS),
         "popqa": _write_jsonl(out / "popqa.jsonl", POPQA_ROWS),
@@ -150,12 +151,14 @@ def write_fixtures(out: Path, seed: int = 0) -> dict[str, Path]:
 
 
 def trial_command(files: dict[str, Path]) -> str:
-    """The command that runs a real-path trial on the fixtures today: a Qwen2-shaped RM trained on the preference
-    file, RewardBench 2 and 1 scored from the files. Best-of-N on a gold task (task=gsm8k with this policy) waits
-    for the task config group and HF policies in the downstream stages; until then BoN is off here."""
+    """The command that runs a whole real-path trial on the fixtures: a Qwen2-shaped RM trained on the preference
+    file, RewardBench 2 and 1 scored from the files, best-of-N with the fixture model as the policy (its chat
+    template, stopping at <|im_end|>) on the gsm8k file, gold from the GSM8K checker."""
     return (f"python -m rmexp preset=tiny model=hf model.path={files['model']} data=files "
             f"data.path={files['preferences']} benchmark=rewardbench2 benchmark.rb2_path={files['rb2']} "
-            f"benchmark.rb1_path={files['rb1']} downstream.bon.enabled=false")
+            f"benchmark.rb1_path={files['rb1']} task=gsm8k task.path={files['gsm8k']} "
+            f"downstream.policy.model=hf downstream.policy.path={files['model']} "
+            f"downstream.bon.prompts_per_domain={GSM8K_ROWS}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     files = write_fixtures(args.dir.expanduser().resolve(), args.seed)
     for name, path in files.items():
         print(f"{name:12s} {path}")
-    print("\nrun a real-path trial on them (RM training + RewardBench 2/1):\n\n    " + trial_command(files))
+    print("\nrun a real-path trial on them (RM training, RewardBench 2/1, best-of-N on gsm8k):\n\n    "
+          + trial_command(files))
     return 0
 
 

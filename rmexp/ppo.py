@@ -309,13 +309,15 @@ EVAL_SEED = 20_231  # evaluation draws: the same for every PPO seed and every ev
 # Helpers of the loop (small, pure where possible; tested in tests/test_ppo.py)
 # --------------------------------------------------------------------------------------------------
 
-def truncate_after_eos(response: Tensor, eos_id: int, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+def truncate_after_eos(response: Tensor, eos_id: int | list[int], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
     """Cut each response after its first eos: (tokens with pad after the first eos, mask, has_eos).
 
     The mask keeps every token up to and including the first eos (eos is an action the policy took); rows
-    without eos keep all their tokens and get has_eos = False (they ran into max_new_tokens).
+    without eos keep all their tokens and get has_eos = False (they ran into max_new_tokens). `eos_id` may be
+    several stop ids (eos and a chat template's end-of-turn token, `rmexp.policy.stop_ids`).
     """
-    is_eos = response == eos_id
+    is_eos = torch.isin(response, torch.tensor(eos_id if isinstance(eos_id, list) else [eos_id],
+                                               device=response.device))
     eos_before = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0  # an eos strictly before t
     mask = ~eos_before
     return torch.where(mask, response, torch.full_like(response, pad_id)), mask, is_eos.any(dim=1)
@@ -464,12 +466,16 @@ class Rollout:
 @torch.no_grad()
 def rollout(policy, ref, tok, prompts: list[str], temperature: float, max_new_tokens: int,
             generator: torch.Generator, chunk: int = 64) -> Rollout:
-    """Step 1: sample responses, cut them after the first eos, recompute policy and reference log-probs."""
+    """Step 1: sample responses, cut them after the first eos (or the template's end-of-turn token), recompute
+    policy and reference log-probs."""
+    from rmexp.policy import stop_ids
+
+    stops = stop_ids(tok, policy.generation_config)  # toy policies: eos alone
     parts = []
     for s in range(0, len(prompts), chunk):
         queries = [prompt_ids(tok, p) for p in prompts[s:s + chunk]]
-        raw = kv_generate(policy, queries, max_new_tokens, temperature, tok.eos_token_id, tok.pad_token_id, generator)
-        response, mask, has_eos = truncate_after_eos(raw, tok.eos_token_id, tok.pad_token_id)
+        raw = kv_generate(policy, queries, max_new_tokens, temperature, stops, tok.pad_token_id, generator)
+        response, mask, has_eos = truncate_after_eos(raw, stops, tok.pad_token_id)
         ids, attn, q_len = join_sequences(queries, response, mask, tok.pad_token_id)
         parts.append((ids, attn, q_len, response, mask, has_eos))
     T = max(p[3].shape[1] for p in parts)
@@ -499,11 +505,13 @@ def _trim(r: Rollout, idx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tens
 # --------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate(policy, ref, tok, rm, world, prompts, temperature: float, max_new_tokens: int,
+def evaluate(policy, ref, tok, rm, gold_src, prompts, temperature: float, max_new_tokens: int,
              batch_tokens: int = 4096) -> dict:
+    """One sample per prompt (the EVAL_SEED draws): gold by `gold_src.gold` (rmexp.gold, or a World), proxy by `rm`,
+    KL to `ref`, per domain and per row."""
     gen = torch.Generator().manual_seed(EVAL_SEED)
     r = rollout(policy, ref, tok, [p.text for p in prompts], temperature, max_new_tokens, gen)
-    gold = np.array([world.gold(p, t) for p, t in zip(prompts, r.texts)])
+    gold = np.array([gold_src.gold(p, t) for p, t in zip(prompts, r.texts)])
     proxy = rm.score([p.text for p in prompts], r.texts, batch_tokens)
     kl = torch.where(r.mask, r.logprob - r.ref_logprob, torch.zeros_like(r.logprob)).sum(1).double().cpu().numpy()
     domains = [p.domain for p in prompts]
@@ -557,17 +565,18 @@ def _value_init(rm) -> tuple[torch.nn.Module, float] | None:
     return None if vi is None else (vi.model, vi.offset)
 
 
-def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True, title: str | None = None
+def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True, title: str | None = None, gold=None
               ) -> tuple[dict[str, float], dict[str, list[tuple[int, float]]], list[Path]]:
     """Train the SFT policy `cfg.downstream.policy.model` against `rm` with PPO (or GRPO, by
     `downstream.ppo.algorithm`); measure gold, proxy and KL on held-out prompts.
 
     `rm` is anything with `score(prompts, responses, batch_tokens)` and `tok`; PPO also needs its value model
-    initialisation (`value_init()`), GRPO none. Returns (metrics, history, artifacts) as the trial expects."""
+    initialisation (`value_init()`), GRPO none. Train and eval prompts and the gold checker come from `gold`
+    (`rmexp.gold`; None: the one `cfg.task` names). Returns (metrics, history, artifacts) as the trial expects."""
+    from rmexp.gold import gold_source
     from rmexp import zoo
     from rmexp.progress import progress_bar
     from rmexp.rm import resolve_device
-    from rmexp.world.domains import DOMAINS
 
     start = time.time()
     p, pol = cfg.downstream.ppo, cfg.downstream.policy
@@ -594,9 +603,13 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True, title: str
     if not grpo and vi is None:
         raise ValueError(f"PPO: rm={rm.kind} offers no value-model initialisation; "
                          f"use downstream.ppo.algorithm=grpo (no value model) or an RM kind with one (classifier)")
+    gold = gold if gold is not None else gold_source(cfg, world)
+    train_prompts = gold.train_prompts()
+    if train_prompts is None:
+        raise ValueError(f"PPO: task={gold.name} has no train prompts; PPO and RLVR run on task=toy only")
     torch.manual_seed(p.seed)
-    path, _ = zoo.policy_path(pol.model, world, cache, show_bars)
-    policy, tok = zoo.load_causal_lm(path)
+    path, pcfg = zoo.policy_path(pol, world, cache, show_bars)
+    policy, tok = zoo.load_causal_lm(path, trust_remote_code=bool(pcfg.trust_remote_code))
     if vi is not None:  # the value model reads the policy's token ids; a reward from text does not
         check_same_vocab(tok, rm.tok)
     if tok.eos_token_id is None or tok.pad_token_id is None:
@@ -617,8 +630,8 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True, title: str
               else FixedKLController(p.kl_coef))
     gen = torch.Generator().manual_seed(p.seed)
     prompt_rng = random.Random(f"ppo-prompts-{p.seed}")
-    train_prompts = {d: world.prompts(d, "train") for d in DOMAINS}
-    eval_prompts = [q for d in DOMAINS for q in world.sample_prompts(d, "heldout", p.eval_prompts_per_domain)]
+    domains = list(train_prompts)
+    eval_prompts = gold.prompts(p.eval_prompts_per_domain)
     budget = cfg.benchmark.score_batch_tokens
 
     history: dict[str, list[tuple[int, float]]] = {k: [] for k in (
@@ -630,7 +643,7 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True, title: str
     evals: dict[int, dict] = {}
 
     def run_eval(step: int) -> dict:
-        ev = evaluate(policy, ref, tok, rm, world, eval_prompts, pol.temperature, pol.max_new_tokens, budget)
+        ev = evaluate(policy, ref, tok, rm, gold, eval_prompts, pol.temperature, pol.max_new_tokens, budget)
         for k in ("gold", "proxy", "kl"):
             history[f"ppo/{k}"].append((step, ev[k]))
         evals[step] = ev
@@ -644,7 +657,7 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True, title: str
         #    `group_size` times in a row, one group per prompt).
         batch = []
         for _ in range(n_prompts):
-            q = prompt_rng.choice(train_prompts[DOMAINS[drawn % len(DOMAINS)]])
+            q = prompt_rng.choice(train_prompts[domains[drawn % len(domains)]])
             batch.extend([q] * (p.group_size if grpo else 1))
             drawn += 1
         r = rollout(policy, ref, tok, [q.text for q in batch], pol.temperature, pol.max_new_tokens, gen)

@@ -131,6 +131,10 @@ def check_inputs(cfg: DictConfig) -> None:
         _check_precision(cfg)
     if cfg.model.source == "hf":
         _memoised(("model", cfg.model.path), lambda: _check_hf_model(str(cfg.model.path)))
+    from rmexp.downstream import DOWNSTREAM
+
+    if any(cfg.downstream[name].enabled for name in DOWNSTREAM):
+        _check_policy_and_task(cfg)
     if cfg.data.source == "files":
         rows = _preference_rows(cfg)
         tok = _memoised(("tok", cfg.model.source, cfg.model.path, cfg.world.seed, cfg.model.trust_remote_code),
@@ -169,6 +173,59 @@ def _check_precision(cfg: DictConfig) -> None:
                               f"is not installed; install it (pip install flash-attn) or use sdpa")
 
 
+def _check_policy_and_task(cfg: DictConfig) -> None:
+    """The downstream half: an hf policy's path or hub availability, the gold task's rows, and PPO's need for one
+    tokenizer (its value model is the RM and reads the policy's token ids)."""
+    from rmexp.config import policy_model_config
+
+    pcfg = policy_model_config(cfg.downstream.policy)
+    if pcfg.source == "hf":
+        _memoised(("model", pcfg.path), lambda: _check_hf_model(str(pcfg.path), "downstream.policy.path"))
+    if cfg.task.name != "toy":
+        t = cfg.task
+        _memoised(("task", t.name, t.path, t.subset, t.split, t.size, t.seed, _mtime(t.path)), lambda: _check_task(t))
+    if cfg.downstream.ppo.enabled and cfg.downstream.ppo.algorithm == "ppo":
+        rm_tok = _memoised(("tok", cfg.model.source, cfg.model.path, cfg.world.seed, cfg.model.trust_remote_code),
+                           lambda: _tokenizer(cfg))
+        pol_tok = _memoised(("tok", pcfg.source, pcfg.path if pcfg.source == "hf" else None, cfg.world.seed,
+                             pcfg.trust_remote_code), lambda: _policy_tokenizer(cfg, pcfg))
+        if rm_tok.get_vocab() != pol_tok.get_vocab():
+            raise ConfigError(
+                f"config error: downstream.ppo.enabled=true with algorithm=ppo needs one tokenizer for the RM and the "
+                f"policy: the RM's base {cfg.model.name!r} has {len(rm_tok)} tokens, the policy "
+                f"{(pcfg.path if pcfg.source == 'hf' else pcfg.name)!r} {len(pol_tok)}, and their vocabularies "
+                f"differ (the value model starts from the RM and reads the policy's token ids). Pick a policy and a "
+                f"base of one tokenizer family, or use downstream.ppo.algorithm=grpo (rewards from text)")
+
+
+def _policy_tokenizer(cfg: DictConfig, pcfg: DictConfig):
+    if pcfg.source == "toy":
+        from rmexp.world.core import World
+        from rmexp.world.tokenizer import build_tokenizer
+
+        return build_tokenizer(World(cfg.world.seed).vocab)  # every zoo model's tokenizer
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(pcfg.path), trust_remote_code=bool(pcfg.trust_remote_code))
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"config error: downstream.policy.path={pcfg.path!r}: cannot load its tokenizer "
+                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def _check_task(t: DictConfig) -> None:
+    """The task's rows load and parse (a hub id: from the local cache, or the hub when it answers)."""
+    from rmexp.gold import load_task
+    from rmexp.tasks import TaskError
+
+    path = str(t.path)
+    try:
+        load_task(t)
+    except TaskError as err:
+        msg = str(err)
+        raise ConfigError(f"config error: task.path={path!r}: {msg}") from None
+
+
 def _mtime(path) -> int | None:
     p = Path(str(path)).expanduser()
     return p.stat().st_mtime_ns if p.exists() else None
@@ -181,29 +238,29 @@ def _looks_local(path: str) -> bool:
             or Path(path).suffix in (".jsonl", ".json", ".parquet", ".safetensors", ".bin"))
 
 
-def _check_hf_model(path: str) -> None:
+def _check_hf_model(path: str, key: str = "model.path") -> None:
     local = Path(path).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
-            raise ConfigError(f"config error: model.path={path!r} is a local path without config.json; give a "
+            raise ConfigError(f"config error: {key}={path!r} is a local path without config.json; give a "
                               f"directory written by save_pretrained (config.json, weights, tokenizer files)")
         return
     if _looks_local(path):
-        raise ConfigError(f"config error: model.path={path!r} does not exist; give an existing local model "
+        raise ConfigError(f"config error: {key}={path!r} does not exist; give an existing local model "
                           f"directory (save_pretrained output) or a hub id like org/name")
     import requests
     from huggingface_hub import constants, try_to_load_from_cache
 
     fix = (f"Download it where there is network (`huggingface-cli download {path} --local-dir DIR`) and set "
-           f"model.path=DIR")
+           f"{key}=DIR")
     try:
         if isinstance(try_to_load_from_cache(path, "config.json"), str):
             return  # in the local Hugging Face cache
     except Exception:  # noqa: BLE001 - not a valid repo id
-        raise ConfigError(f"config error: model.path={path!r} is neither an existing local directory nor a hub id "
+        raise ConfigError(f"config error: {key}={path!r} is neither an existing local directory nor a hub id "
                           f"like org/name") from None
     if constants.HF_HUB_OFFLINE:
-        raise ConfigError(f"config error: model.path={path!r} is not a local directory and not in the local Hugging "
+        raise ConfigError(f"config error: {key}={path!r} is not a local directory and not in the local Hugging "
                           f"Face cache, and the hub is offline (HF_HUB_OFFLINE=1). {fix}")
     # One request with a short timeout (huggingface_hub's own download retries for ~25 s when offline).
     url = f"{constants.ENDPOINT}/api/models/{path}"
@@ -211,10 +268,10 @@ def _check_hf_model(path: str) -> None:
         resp = requests.get(url, timeout=HUB_TIMEOUT_S, headers={"authorization": f"Bearer {constants.HF_TOKEN}"}
                             if getattr(constants, "HF_TOKEN", None) else {})
     except requests.RequestException as err:
-        raise ConfigError(f"config error: model.path={path!r} is not a local directory and the hub is not reachable "
+        raise ConfigError(f"config error: {key}={path!r} is not a local directory and the hub is not reachable "
                           f"from here ({type(err).__name__} on {constants.ENDPOINT}). {fix}") from None
     if resp.status_code in (401, 403, 404):
-        raise ConfigError(f"config error: model.path={path!r}: the hub has no such model, or it is gated or private "
+        raise ConfigError(f"config error: {key}={path!r}: the hub has no such model, or it is gated or private "
                           f"(HTTP {resp.status_code}; set HF_TOKEN for gated models). {fix}")
 
 

@@ -9,6 +9,7 @@ give the same samples.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Collection
 
 import torch
 from torch import Tensor
@@ -22,9 +23,10 @@ def _cache_kwarg(model) -> str:
 
 
 @torch.no_grad()
-def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: float, eos_id: int,
-             pad_id: int, generator: torch.Generator) -> Tensor:
+def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: float,
+             eos_id: int | Collection[int], pad_id: int, generator: torch.Generator) -> Tensor:
     """Sample up to max_new_tokens per prompt (pure sampling at `temperature`): [B, T], pad after eos.
+    `eos_id` may be several stop ids (eos and a chat template's end-of-turn token): a row ends at any of them.
 
     T is max_new_tokens, or fewer when every row has ended (same contract as `rmexp.ppo.generate`, the
     cache-free reference this is tested against)."""
@@ -44,13 +46,14 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
     next_pos = pos[:, -1:] + 1
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
+    stop = torch.tensor([eos_id] if isinstance(eos_id, int) else sorted(eos_id), dtype=torch.long)
     steps = 0
     for t in range(max_new_tokens):
         probs = torch.softmax(logits.float() / temperature, dim=-1).cpu()
         nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens[:, t] = nxt
-        done |= nxt == eos_id
+        done |= torch.isin(nxt, stop)
         steps = t + 1
         if bool(done.all()) or t + 1 == max_new_tokens:
             break
@@ -63,15 +66,16 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
 
 
 def sample_texts(model, tok, queries: list[list[int]], n: int, temperature: float, max_new_tokens: int,
-                 seed: int, batch_rows: int = 512) -> list[list[str]]:
+                 seed: int, batch_rows: int = 512, stop_ids: Collection[int] | None = None) -> list[list[str]]:
     """n sampled responses per prompt (token ids), decoded; prompts are repeated n times and run in batches
-    of up to `batch_rows` rows, all drawing from one generator seeded with `seed`."""
+    of up to `batch_rows` rows, all drawing from one generator seeded with `seed`. Rows end at eos, or at any of
+    `stop_ids` when given (special tokens, dropped by the decoding)."""
     model.eval()
     rows = [q for q in queries for _ in range(n)]
     gen = torch.Generator().manual_seed(seed)
     texts: list[str] = []
     for s in range(0, len(rows), batch_rows):
-        out = generate(model, rows[s:s + batch_rows], max_new_tokens, temperature, tok.eos_token_id,
-                       tok.pad_token_id, gen)
+        out = generate(model, rows[s:s + batch_rows], max_new_tokens, temperature,
+                       tok.eos_token_id if stop_ids is None else stop_ids, tok.pad_token_id, gen)
         texts += tok.batch_decode(out.cpu(), skip_special_tokens=True)
     return [[t.strip() for t in texts[i * n:(i + 1) * n]] for i in range(len(queries))]

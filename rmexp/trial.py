@@ -5,7 +5,7 @@
 
 Each expensive output is cached under `cache_dir` (`rmexp.cache`) by a hash of what determines it: zoo models
 by their recipe, RMs by (base content, preference rows, training config), policy samples by (policy content,
-world, sampling settings), so a sweep over downstream settings reuses trained RMs and a sweep over RMs reuses
+gold task rows, sampling settings), so a sweep over downstream settings reuses trained RMs and a sweep over RMs reuses
 samples.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from rmexp import data as data_sources
 from rmexp.config import config_hash, load_model_config, run_threads, to_plain, torch_threads
 from rmexp.downstream import DOWNSTREAM, DownstreamContext, headline_metrics
 from rmexp.downstream.base import write_jsonl
+from rmexp.gold import gold_source
 from rmexp.rm import RM_KINDS, RMContext, Scorer
 from rmexp.world.core import World
 from rmexp.world.data import decontamination, rb2_length_scores
@@ -72,17 +73,20 @@ def trial_params(cfg: DictConfig, policy_family: str | None) -> dict[str, str]:
         "model.init": cfg.model.init, "data.source": cfg.data.source, "data.size": cfg.data.size,
         "data.label_noise": cfg.data.label_noise, "data.domain_weights": json.dumps(dict(cfg.data.domain_weights)),
         "train.epochs": cfg.train.epochs, "train.lr": cfg.train.lr, "train.batch_size": cfg.train.batch_size,
-        "benchmark.source": cfg.benchmark.source, "policy": cfg.downstream.policy.model,
+        "benchmark.source": cfg.benchmark.source, "policy": cfg.downstream.policy.model, "task": cfg.task.name,
         "ppo.enabled": cfg.downstream.ppo.enabled, "rm.kind": cfg.rm.kind,
     }
+    if cfg.downstream.policy.path is not None:
+        params["policy.path"] = cfg.downstream.policy.path
     if policy_family is not None:  # lineage: does the RM share the policy's base family?
         params["policy.family"] = policy_family
         params["lineage"] = "same" if policy_family == cfg.model.family else "cross"
     return {k: str(v) for k, v in params.items()}
 
 
-def _datasets(cfg: DictConfig, prefs: list[dict], rb2: list[dict], rb1: list[dict]) -> list[dict[str, str]]:
-    """The trial's preference rows and benchmarks as MLflow dataset records (the runs table's Dataset column)."""
+def _datasets(cfg: DictConfig, prefs: list[dict], rb2: list[dict], rb1: list[dict], gold=None) -> list[dict[str, str]]:
+    """The trial's preference rows, benchmarks and gold task (when a downstream method uses it) as MLflow dataset
+    records (the runs table's Dataset column)."""
     from rmexp.tracking import describe_dataset
 
     d, b = cfg.data, cfg.benchmark
@@ -95,6 +99,9 @@ def _datasets(cfg: DictConfig, prefs: list[dict], rb2: list[dict], rb1: list[dic
             src = ({"generator": "rmexp.world", "world.seed": cfg.world.seed, **to_plain(b)} if b.source == "toy"
                    else str(OmegaConf.select(b, path)))
             out.append(describe_dataset(name, rows, src, "eval"))
+    if gold is not None:
+        rows, src = gold.dataset()
+        out.append(describe_dataset(f"task-{gold.name}", rows, src, "eval"))
     return out
 
 
@@ -160,7 +167,9 @@ def run_trial(cfg: DictConfig, out_dir: Path, progress: Callable[[str], None] | 
     report = decontamination([r["prompt"] for r in prefs], [r["prompt"] for r in rb2 + rb1],
                              cfg.benchmark.decontam_ngram)
     metrics |= report.as_metrics()
-    datasets = _datasets(cfg, prefs, rb2, rb1)
+    enabled = [m for m in DOWNSTREAM.values() if cfg.downstream[m.name].enabled]
+    gold = gold_source(cfg, world) if enabled else None  # the downstream methods' prompts and checker
+    datasets = _datasets(cfg, prefs, rb2, rb1, gold)
     if report.overlap > cfg.benchmark.decontam_max_overlap:
         raise DecontaminationError(
             f"{report.exact} exact and {report.ngram} {report.ngram_size}-gram overlaps between training and "
@@ -191,14 +200,13 @@ def run_trial(cfg: DictConfig, out_dir: Path, progress: Callable[[str], None] | 
     timings["time/bench_s"] = time.time() - t
 
     # 5. Each enabled downstream method, in registry order (rmexp/downstream/).
-    enabled = [m for m in DOWNSTREAM.values() if cfg.downstream[m.name].enabled]
     policy_family = load_model_config(cfg.downstream.policy.model).family if enabled else None
     for method in enabled:
         _maybe_fail(cfg, method.name)
         t = time.time()
         say(f"downstream {method.name}")
         result = method.run(DownstreamContext(cfg=cfg, world=world, rm=rm if method.uses_rm else None, cache=cache,
-                                              out_dir=out_dir, progress=show_bars, prefs=prefs))
+                                              out_dir=out_dir, progress=show_bars, prefs=prefs, gold=gold))
         metrics |= result.metrics
         history |= result.history
         artifacts += result.artifacts

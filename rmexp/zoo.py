@@ -207,10 +207,17 @@ def load_causal_lm(path: Path | str, trust_remote_code: bool = False):
     return model, tok
 
 
-def policy_path(name: str, world: World, cache_dir: str | Path, progress: bool = True) -> tuple[Path, DictConfig]:
-    """A downstream policy is a zoo model named by its conf/model entry."""
-    cfg = load_model_config(name)
-    cfg.name = name if cfg.name == "???" else cfg.name
+def policy_path(policy: str | DictConfig, world: World, cache_dir: str | Path, progress: bool = True
+                ) -> tuple[Path, DictConfig]:
+    """A downstream policy's directory (or hub id) and model config: `policy` is a conf/model entry's name (a zoo
+    model, built on first use) or the `downstream.policy` node (which also gives an hf policy its path)."""
+    from rmexp.config import policy_model_config
+
+    if isinstance(policy, str):
+        cfg = load_model_config(policy)
+        cfg.name = policy if cfg.name == "???" else cfg.name
+    else:
+        cfg = policy_model_config(policy)
     return model_path(cfg, world, cache_dir, progress), cfg
 
 

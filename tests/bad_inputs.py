@@ -87,6 +87,32 @@ def no_config_dir(d: Path) -> str:
     return str(d / "not-a-model")
 
 
+def gsm8k_rows_file(d: Path) -> str:
+    from rmexp.fixtures import gsm8k_rows
+
+    return _write_jsonl(d / "gsm8k.jsonl", gsm8k_rows(4, 0))
+
+
+def math_rows_file(d: Path) -> str:
+    """MATH-schema rows (problem, solution): the wrong schema for task=gsm8k."""
+    from rmexp.fixtures import math_rows
+
+    return _write_jsonl(d / "math.jsonl", math_rows(4, 0))
+
+
+def other_tokenizer_policy(d: Path) -> str:
+    """A tiny Qwen2-shaped policy whose BPE tokenizer is not the toy world's (built in a second, saved like a hub
+    model)."""
+    from rmexp.fixtures import build_model, build_tokenizer, gsm8k_rows
+
+    out = d / "policy"
+    if not (out / "config.json").exists():
+        tok = build_tokenizer([json.dumps(r) for r in gsm8k_rows(40, 0)], vocab_size=300)
+        build_model(tok, 0).save_pretrained(str(out), safe_serialization=True)
+        tok.save_pretrained(str(out))
+    return str(out)
+
+
 def closed_port_uri(_d: Path) -> str:
     with socket.socket() as s:  # a free loopback port that nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -151,6 +177,33 @@ CASES: list[Case] = [
          lambda d: ["model=hf", "model.path=gpt2"],
          ("model.path='gpt2'", "not in the local Hugging Face cache", "HF_HUB_OFFLINE=1",
           "huggingface-cli download gpt2", "set model.path=DIR")),
+    Case("policy_hub_offline", "`downstream.policy.model=hf downstream.policy.path=gpt2` with the hub offline",
+         lambda d: ["downstream.policy.model=hf", "downstream.policy.path=gpt2"],
+         ("downstream.policy.path='gpt2'", "not in the local Hugging Face cache", "HF_HUB_OFFLINE=1",
+          "set downstream.policy.path=DIR")),
+    Case("policy_path_on_zoo_policy", "`downstream.policy.path=...` with a zoo policy (would be ignored)",
+         lambda d: ["downstream.policy.path=/some/model"], ("downstream.policy.path='/some/model'",
+                                                            "applies to hf policies only")),
+    Case("ppo_tokenizer_mismatch", "PPO with a policy whose tokenizer is not the RM's (failed after RM training)",
+         lambda d: ["downstream.ppo.enabled=true", "downstream.policy.model=hf",
+                    f"downstream.policy.path={other_tokenizer_policy(d)}"],
+         ("needs one tokenizer for the RM and the policy", "'toy_llama_xs' has", "downstream.ppo.algorithm=grpo")),
+    # -- gold tasks
+    Case("task_unknown_name", "`task.name=nope` (not a registered task)", lambda d: ["task.name=nope"],
+         ("task.name='nope' is not allowed", "choose one of ['toy', 'gsm8k'")),
+    Case("task_unknown_option", "`task=nope` (no conf/task/nope.yaml)", lambda d: ["task=nope"],
+         ("task='nope' is not allowed", "conf/task/")),
+    Case("task_file_missing", "`task=gsm8k task.path=<missing file>`",
+         lambda d: ["task=gsm8k", f"task.path={d / 'missing.jsonl'}"], ("task.path=", "missing.jsonl' does not exist")),
+    Case("task_wrong_schema", "`task=gsm8k` on a MATH-schema file",
+         lambda d: ["task=gsm8k", f"task.path={math_rows_file(d)}"],
+         ("row 0: missing column(s) ['question', 'answer']", "the gsm8k schema")),
+    Case("task_hub_offline", "`task=gsm8k` (the hub id openai/gsm8k) with the hub offline",
+         lambda d: ["task=gsm8k"], ("task.path='openai/gsm8k'", "could not load dataset 'openai/gsm8k'",
+                                     "to_parquet('FILE.parquet')", "task.path=FILE.parquet")),
+    Case("ppo_on_real_task", "`downstream.ppo.enabled=true` with `task=gsm8k` (PPO needs the task's train prompts)",
+         lambda d: ["task=gsm8k", f"task.path={gsm8k_rows_file(d)}", "downstream.ppo.enabled=true"],
+         ("downstream.ppo.enabled=True is not allowed", "task=gsm8k gives evaluation prompts only")),
     # -- files
     Case("data_path_unset", "`data=files` without `data.path`", lambda d: ["data=files"],
          ("data.path=None", "jsonl/parquet")),

@@ -31,3 +31,11 @@ def world():
     from rmexp.world.core import World
 
     return World(0)
+
+
+@pytest.fixture(scope="session")
+def fixture_files(tmp_path_factory):
+    """`python -m rmexp.fixtures` output (a tiny Qwen2-shaped model and files in the real schemas), built once."""
+    from rmexp.fixtures import write_fixtures
+
+    return write_fixtures(tmp_path_factory.mktemp("fixtures"), seed=0)

@@ -2,16 +2,21 @@
 pad == eos pitfall (the reward must be read at the last real token, not at the first pad/eos)."""
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
-from rmexp.fixtures import trial_command, write_fixtures
+from rmexp.fixtures import trial_command
 from rmexp.tasks import TASKS, load_items
 
 
 @pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return write_fixtures(tmp_path_factory.mktemp("fixtures"), seed=0)
+def fx(fixture_files):
+    return fixture_files
 
 
 def test_task_files_load_and_their_reference_answers_score_one(fx):
@@ -21,7 +26,6 @@ def test_task_files_load_and_their_reference_answers_score_one(fx):
     gsm = load_items("gsm8k", str(fx["gsm8k"]), split="test", size=0, seed=0)
     # The reference's worked answer ends in '#### 1,234'-style numbers: the checker must accept them.
     rows = [line for line in fx["gsm8k"].read_text().splitlines()]
-    import json
     assert all(TASKS["gsm8k"].gold(i, json.loads(r)["answer"]) == 1.0 for i, r in zip(gsm, rows))
     maths = load_items("math", str(fx["math"]), split="test", size=0, seed=0)
     assert all(TASKS["math"].gold(i, json.loads(r)["solution"]) == 1.0
@@ -61,15 +65,18 @@ def test_reward_read_at_last_real_token_when_pad_is_eos(fx):
     torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # ~60 s on 2 busy cores: a subprocess, the RM trained, RB2/RB1 and BoN
 def test_printed_command_runs_a_real_path_trial(fx, tmp_path):
-    """The command `python -m rmexp.fixtures` prints, run as printed: one FINISHED run with RB2 and RB1 scores."""
+    """The command `python -m rmexp.fixtures` prints, run as printed: one FINISHED run with RB2 and RB1 scores and
+    best-of-N of the fixture policy on the gsm8k file, gold from the GSM8K checker."""
     import os
     import shlex
     import subprocess
     import sys
-    from pathlib import Path
 
     import mlflow
+
+    from rmexp.bon import bon_metrics
 
     argv = shlex.split(trial_command(fx))
     assert argv[:3] == ["python", "-m", "rmexp"]
@@ -81,4 +88,22 @@ def test_printed_command_runs_a_real_path_trial(fx, tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["FINISHED"]
-    assert {"rb2/overall", "rb1/overall", "eval/acc"} <= set(runs[0].data.metrics)
+    metrics = runs[0].data.metrics
+    assert {"rb2/overall", "rb1/overall", "eval/acc", "bon/gold_16", "bon/gain_16"} <= set(metrics)
+    bon_keys = [k for k in metrics if k.startswith("bon/")]
+    assert all(math.isfinite(metrics[k]) for k in ["rb2/overall", *bon_keys])
+    assert runs[0].data.params["task"] == "gsm8k" and runs[0].data.params["policy"] == "hf"
+    assert "task-gsm8k" in {d.dataset.name for d in runs[0].inputs.dataset_inputs}
+    # The logged per-sample gold is the GSM8K checker's, recomputed here from the task file and the logged samples,
+    # and the BoN curve follows from it and the logged RM scores.
+    art = Path(client.download_artifacts(runs[0].info.run_id, "bon_samples.jsonl", str(tmp_path)))
+    logged = [json.loads(line) for line in art.read_text().splitlines()]
+    items = {i.key: i for i in load_items("gsm8k", str(fx["gsm8k"]), split="test", size=0, seed=0)}
+    assert len(logged) == len(items) and all(len(r["samples"]) == 16 for r in logged)
+    gold = np.array([[TASKS["gsm8k"].gold(items[r["key"]], s) for s in r["samples"]] for r in logged])
+    assert gold.tolist() == [r["gold"] for r in logged]
+    assert all(r["prompt"] == items[r["key"]].prompt for r in logged)
+    again = bon_metrics(gold, np.array([r["proxy"] for r in logged]), ["gsm8k"] * len(logged), (1, 2, 4, 8, 16))
+    for n in (1, 2, 4, 8, 16):
+        assert metrics[f"bon/gold_{n}"] == pytest.approx(again[f"bon/gold_{n}"], abs=1e-12)
+        assert metrics[f"bon/gain_{n}"] == pytest.approx(again[f"bon/gain_{n}"], abs=1e-12)

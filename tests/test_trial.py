@@ -97,6 +97,12 @@ def test_trial_key_ignores_where_it_runs_but_not_the_thread_count():
     assert trial.trial_key(a) == trial.trial_key(b) != trial.trial_key(c)
     # The test hook is not part of what a trial computes.
     assert trial.trial_key(compose_config(["preset=tiny", "fail_stage=bon"])) == trial.trial_key(a)
+    # torch threads change the last bits of every result (rmexp.config.torch_threads): part of the identity
+    assert trial.trial_key(compose_config(["preset=tiny", "threads=2"])) != trial.trial_key(a)
+    sweep1 = compose_config(["+sweep=smoke"])
+    sweep2 = compose_config(["+sweep=smoke", "ray.cpus_per_trial=2"])
+    assert trial.trial_key(sweep1) != trial.trial_key(sweep2)
+    assert trial.trial_key(sweep1) == trial.trial_key(compose_config(["+sweep=smoke", "threads=4"]))
 
 
 # The default tiny trial's metrics. The registry refactor (issue 8) was checked to leave them unchanged (same values
@@ -149,12 +155,6 @@ def test_tiny_trial_with_ppo_metrics_are_pinned(zoo_cache, tmp_path):
     out = _run(["preset=tiny", f"cache_dir={zoo_cache}", "downstream.ppo.enabled=true"], tmp_path)
     for key, value in {**PINNED_TINY, **PINNED_TINY_PPO}.items():
         assert out.metrics[key] == pytest.approx(value, abs=1e-9, rel=0), key
-    # torch threads change the last bits of every result (rmexp.config.torch_threads): part of the identity
-    assert trial.trial_key(compose_config(["preset=tiny", "threads=2"])) != trial.trial_key(a)
-    sweep1 = compose_config(["+sweep=smoke"])
-    sweep2 = compose_config(["+sweep=smoke", "ray.cpus_per_trial=2"])
-    assert trial.trial_key(sweep1) != trial.trial_key(sweep2)
-    assert trial.trial_key(sweep1) == trial.trial_key(compose_config(["+sweep=smoke", "threads=4"]))
 
 
 # ---------------------------------------------------------------------------------------------------

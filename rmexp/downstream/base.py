@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from rmexp.gold import GoldSource
     from rmexp.rm.base import Scorer
     from rmexp.world.core import World
 
@@ -26,6 +27,15 @@ class DownstreamContext:
     out_dir: Path            # where the method writes its artifacts
     progress: bool           # show progress bars
     prefs: list[dict] | None = None  # the trial's preference rows (dpo trains on them)
+    gold: "GoldSource | None" = None  # eval prompts and their checker (rmexp.gold); None: built from cfg.task
+
+    def gold_source(self) -> "GoldSource":
+        """The prompts and checker every method judges by (never the World directly): task=toy or a real task."""
+        if self.gold is None:
+            from rmexp.gold import gold_source
+
+            self.gold = gold_source(self.cfg, self.world)
+        return self.gold
 
 
 @dataclass

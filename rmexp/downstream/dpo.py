@@ -10,8 +10,8 @@ response. It trains on the same pairs the RM trains on (the trial's rows minus t
 `rmexp.rm.split_pairs`), so label noise reaches both routes alike.
 
 Measured as PPO: one sample per held-out prompt (`downstream.ppo.eval_prompts_per_domain`, the draws of
-`rmexp.ppo.EVAL_SEED`), scored by the world's verifier -- `dpo/gold`, `dpo/gold_delta` (over the SFT policy on the
-same draws), `dpo/kl` (summed log-ratio to the SFT policy per response) and per-domain gold.
+`rmexp.ppo.EVAL_SEED`), scored by the gold checker of `task` (the world's verifier, or a real task's) -- `dpo/gold`,
+`dpo/gold_delta` (over the SFT policy on the same draws), `dpo/kl` (summed log-ratio to the SFT policy per response) and per-domain gold.
 
 How the analysis treats it: `uses_rm=False` -- DPO never sees the RM, so correlating an RM's benchmark score with
 `dpo/*` across trials would only echo what the data did to both; it is left out of the RM-vs-downstream pairs.
@@ -31,14 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rmexp.cache import cached, content_id
+from rmexp.cache import cached
 from rmexp.config import config_hash, torch_threads
 from rmexp.downstream import DownstreamContext, DownstreamMethod, StageOutput, register_downstream
 from rmexp.downstream.rlvr import VerifierScorer, read_stage, write_stage
 from rmexp.guards import require_finite
+from rmexp.policy import policy_identity
 from rmexp.rm.base import rows_identity
 from rmexp.world.core import WORLD_VERSION
-from rmexp.world.domains import DOMAINS
 
 DPO_VERSION = 1  # bump when DPO training or its evaluation changes, so cached results are recomputed
 
@@ -136,15 +136,17 @@ def training_rows(cfg, prefs: list[dict]) -> list[dict]:
     return rows if cap is None else rows[:cap]
 
 
-def dpo_key(cfg, policy_dir: Path, rows: list[dict], world_seed: int) -> str:
+def dpo_key(cfg, policy_dir: Path, rows: list[dict], world_seed: int, gold=None) -> str:
     """What determines the result: policy weights and sampling, the training rows, DPO options, evaluation
-    prompts, world and device (no RM setting)."""
+    prompts (the world, or a real task's items: `gold`), world and device (no RM setting)."""
     from omegaconf import OmegaConf
 
     d = {k: v for k, v in OmegaConf.to_container(cfg.downstream.dpo, resolve=True).items() if k != "enabled"}
     pol = {k: v for k, v in OmegaConf.to_container(cfg.downstream.policy, resolve=True).items() if k != "model"}
-    return config_hash(content_id(policy_dir), pol, rows_identity(rows), d, cfg.downstream.ppo.eval_prompts_per_domain,
-                       world_seed, WORLD_VERSION, cfg.device, DPO_VERSION, torch_threads())
+    task = [] if gold is None or gold.name == "toy" else gold.identity()
+    return config_hash(policy_identity(policy_dir), pol, rows_identity(rows), d,
+                       cfg.downstream.ppo.eval_prompts_per_domain, world_seed, WORLD_VERSION, cfg.device, DPO_VERSION,
+                       torch_threads(), *task)
 
 
 def _write_samples(path: Path, rows: list[dict]) -> None:
@@ -164,7 +166,9 @@ def run(ctx: DownstreamContext) -> StageOutput:
     if not ctx.prefs:
         raise ValueError("dpo: the trial passed no preference rows (DownstreamContext.prefs); DPO trains on them")
     pol = cfg.downstream.policy
-    policy_dir, _ = zoo.policy_path(pol.model, ctx.world, ctx.cache, ctx.progress)
+    policy_dir, pcfg = zoo.policy_path(pol, ctx.world, ctx.cache, ctx.progress)
+    gold = ctx.gold_source()
+    trust = bool(pcfg.trust_remote_code)
     rows = training_rows(cfg, ctx.prefs)
     if not rows:
         raise ValueError(f"dpo: no training pairs left after the RM's held-out split (data.size={cfg.data.size})")
@@ -172,18 +176,17 @@ def run(ctx: DownstreamContext) -> StageOutput:
     def build(tmp: Path) -> None:
         start = time.time()
         torch.manual_seed(cfg.downstream.dpo.seed)
-        policy, tok = zoo.load_causal_lm(policy_dir)
-        ref, _ = zoo.load_causal_lm(policy_dir)
+        policy, tok = zoo.load_causal_lm(policy_dir, trust_remote_code=trust)
+        ref, _ = zoo.load_causal_lm(policy_dir, trust_remote_code=trust)
         device = resolve_device(cfg.device)
         policy.to(device).eval()  # dropout off, as in PPO: the log-probs of training and evaluation agree
         ref.to(device).eval().requires_grad_(False)
-        verifier = VerifierScorer(ctx.world, tok)
-        prompts = [q for dom in DOMAINS
-                   for q in ctx.world.sample_prompts(dom, "heldout", cfg.downstream.ppo.eval_prompts_per_domain)]
+        verifier = VerifierScorer(gold, tok)
+        prompts = gold.prompts(cfg.downstream.ppo.eval_prompts_per_domain)
         budget = cfg.benchmark.score_batch_tokens
 
         def measure(model) -> dict:
-            return evaluate(model, ref, tok, verifier, ctx.world, prompts, pol.temperature, pol.max_new_tokens, budget)
+            return evaluate(model, ref, tok, verifier, gold, prompts, pol.temperature, pol.max_new_tokens, budget)
 
         sft = measure(ref)
         metrics, history = train_dpo(policy, ref, tok, rows, cfg.downstream.dpo, ctx.progress)
@@ -198,7 +201,7 @@ def run(ctx: DownstreamContext) -> StageOutput:
         _write_samples(tmp / "samples.jsonl", final["rows"])
         write_stage(tmp, metrics, history)
 
-    return cached("dpo", dpo_key(cfg, policy_dir, rows, ctx.world.seed), ctx.cache, build,
+    return cached("dpo", dpo_key(cfg, policy_dir, rows, ctx.world.seed, gold), ctx.cache, build,
                   lambda entry: read_stage(entry, Path(ctx.out_dir), "dpo"), label=pol.model)
 
 

@@ -23,37 +23,43 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from rmexp.cache import MANIFEST, cached, content_id
+from rmexp.cache import MANIFEST, cached
 from rmexp.config import config_hash, torch_threads
 from rmexp.downstream import DownstreamContext, DownstreamMethod, StageOutput, register_downstream
 from rmexp.guards import require_finite
+from rmexp.policy import policy_identity
 from rmexp.rm.base import ValueInit
 from rmexp.world.core import WORLD_VERSION, World
-from rmexp.world.domains import DOMAINS
 
 RLVR_VERSION = 1  # bump when the RLVR stage changes, so cached results are recomputed
 
 
 class VerifierScorer:
-    """A scorer whose reward is the world's verifier: `score` returns `World.gold` of each (prompt, response).
+    """A scorer whose reward is the gold checker: `score` returns the gold of each (prompt, response).
 
-    Prompts are matched by their text to the world's prompts (both splits); a text the world does not know is
-    refused. `value_init` is None unless a value model is asked for (`value_from`: a policy directory, whose
-    weights get a zero score head)."""
+    `source` is a gold source (`rmexp.gold`) or a World (its toy gold source). Prompts are matched by their text
+    to the source's prompts (the world's: both splits); a text it does not know is refused. `value_init` is None
+    unless a value model is asked for (`value_from`: a policy directory, whose weights get a zero score head)."""
 
     kind = "verifier"
 
-    def __init__(self, world: World, tok, value_from: Path | None = None, device: torch.device | None = None):
-        self.world, self.tok = world, tok
+    def __init__(self, source, tok, value_from: Path | None = None, device: torch.device | None = None):
+        from rmexp.gold import ToyGold
+
+        self.gold = ToyGold(source) if isinstance(source, World) else source
+        self.world = getattr(self.gold, "world", None)
+        self.tok = tok
         self._value_from, self._device = value_from, device
-        self._by_text = {p.text: p for d in DOMAINS for s in ("train", "heldout") for p in world.prompts(d, s)}
+        self._by_text = self.gold.known()
 
     def score(self, prompts: list[str], responses: list[str], batch_tokens: int = 4096) -> np.ndarray:
         unknown = [p for p in prompts if p not in self._by_text]
         if unknown:
-            raise ValueError(f"verifier: prompt {unknown[0]!r} is not one of the world's prompts (world seed "
-                             f"{self.world.seed}); rlvr needs prompts the world can verify")
-        return np.array([self.world.gold(self._by_text[p], r) for p, r in zip(prompts, responses)], dtype=np.float64)
+            whose = (f"the world's prompts (world seed {self.world.seed})" if self.world is not None
+                     else f"task={self.gold.name}'s prompts")
+            raise ValueError(f"verifier: prompt {unknown[0]!r} is not one of {whose}; rlvr needs prompts the gold "
+                             f"checker can verify")
+        return np.array([self.gold.gold(self._by_text[p], r) for p, r in zip(prompts, responses)], dtype=np.float64)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "params": 0, "metrics": {}, "history": {}}
@@ -75,7 +81,7 @@ def rlvr_key(cfg, policy_dir: Path, world_seed: int) -> str:
     ppo = {k: v for k, v in OmegaConf.to_container(cfg.downstream.ppo, resolve=True).items()
            if k not in ("enabled", "algorithm")}
     pol = {k: v for k, v in OmegaConf.to_container(cfg.downstream.policy, resolve=True).items() if k != "model"}
-    return config_hash(content_id(policy_dir), pol, world_seed, WORLD_VERSION, ppo, cfg.downstream.rlvr.algorithm,
+    return config_hash(policy_identity(policy_dir), pol, world_seed, WORLD_VERSION, ppo, cfg.downstream.rlvr.algorithm,
                        cfg.device, RLVR_VERSION, torch_threads())
 
 
@@ -107,16 +113,18 @@ def run(ctx: DownstreamContext) -> StageOutput:
     from rmexp.rm import resolve_device
 
     cfg, algorithm = ctx.cfg, ctx.cfg.downstream.rlvr.algorithm
-    policy_dir, _ = zoo.policy_path(cfg.downstream.policy.model, ctx.world, ctx.cache, ctx.progress)
+    policy_dir, pcfg = zoo.policy_path(cfg.downstream.policy, ctx.world, ctx.cache, ctx.progress)
+    gold = ctx.gold_source()
     rl_cfg = copy.deepcopy(cfg)
     OmegaConf.update(rl_cfg, "downstream.ppo.algorithm", algorithm)
 
     def build(tmp: Path) -> None:
-        _, tok = zoo.load_causal_lm(policy_dir)
+        _, tok = zoo.load_causal_lm(policy_dir, trust_remote_code=bool(pcfg.trust_remote_code))
         device = resolve_device(cfg.device)
-        scorer = VerifierScorer(ctx.world, tok, policy_dir if algorithm == "ppo" else None, device)
+        scorer = VerifierScorer(gold, tok, policy_dir if algorithm == "ppo" else None, device)
         title = f"RLVR ({algorithm.upper()}, verifier reward): policy {cfg.downstream.policy.model}"
-        metrics, history, _ = ppo_stage(rl_cfg, ctx.world, scorer, ctx.cache, tmp, ctx.progress, title=title)
+        metrics, history, _ = ppo_stage(rl_cfg, ctx.world, scorer, ctx.cache, tmp, ctx.progress, title=title,
+                                        gold=gold)
         metrics, history = _renamed(metrics, "ppo/", "rlvr/"), _renamed(history, "ppo/", "rlvr/")
         require_finite("rlvr", metrics)
         for name in ("ppo_curve.png", "ppo_samples.jsonl"):  # the files keep ppo_stage's names minus the prefix

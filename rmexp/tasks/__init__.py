@@ -71,16 +71,23 @@ def items_from_rows(name: str, rows: list[dict[str, Any]], where: str) -> list[T
     return items
 
 
-def load_items(name: str, path: str, split: str, size: int, seed: int) -> list[TaskItem]:
-    """Read a task's rows (file or hub id), keep a seeded sample of `size` (0 = all)."""
-    if name not in TASKS:
-        raise TaskError(f"task={name} is not a registered task; allowed: {sorted(TASKS)}")
+def read_task_rows(name: str, path: str, split: str, subset: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a local .jsonl/.json/.parquet file, or of hub dataset `path` (config `subset`, split `split`),
+    read the way preference data is (rmexp.data.read_rows: offline and not cached gives one line naming the
+    dataset and how to save it as a file); errors become TaskError naming the task."""
     from rmexp.data import DataSourceError, read_rows
 
     try:
-        rows = read_rows(path, split)
+        return read_rows(path, split, subset)
     except DataSourceError as err:
-        raise TaskError(f"task={name}: {err}") from None
+        raise TaskError(f"task={name}: {err}; here the path is task.path=FILE.parquet") from None
+
+
+def load_items(name: str, path: str, split: str, size: int, seed: int, subset: str | None = None) -> list[TaskItem]:
+    """Read a task's rows (file or hub id), keep a seeded sample of `size` (0 = all, in source order)."""
+    if name not in TASKS:
+        raise TaskError(f"task={name} is not a registered task; allowed: {sorted(TASKS)}")
+    rows = read_task_rows(name, path, split, subset)
     items = items_from_rows(name, rows, repr(path))
     if size and size < len(items):
         items = random.Random(f"task-{name}-{seed}").sample(items, size)
