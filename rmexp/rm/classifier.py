@@ -38,6 +38,7 @@ from rmexp import guards
 from rmexp import packing
 from rmexp.progress import progress_bar
 from rmexp.rm.base import RMContext, RMKind, ValueInit, base_identity, register_rm_kind, rows_identity
+from rmexp.rm.scoring import grouped_scores
 
 RM_VERSION = 4  # bump when training changes, so cached RMs are retrained (4: fused AdamW on CPU)
 
@@ -153,8 +154,8 @@ class RewardModel:
     def score_texts(self, texts: list[str], batch_tokens: int = 4096) -> np.ndarray:
         """Normalised rewards of formatted texts, in batches of at most `batch_tokens` tokens. Packed (no
         padding, fixed shapes; rmexp.packing) where varlen attention runs (CUDA, half precision); elsewhere
-        sorted by length and right-padded, which measured ~1.4x faster than the masked packed path on CPU
-        (benchmarks/scoring.py: sorted batches need no block-diagonal mask)."""
+        distinct texts in groups of one length, no mask, the last layer on the last token only
+        (rmexp.rm.scoring; benchmarks/scoring.py: ~2.2-2.7x padded batches on CPU, the masked packed path ~1x)."""
         self.model.eval()
         ids, _ = encode(self.tok, texts, self.max_length)
         if not ids:
@@ -163,7 +164,7 @@ class RewardModel:
             packing.enable_packed_attention(self.model)
             scores = packing.packed_scores(self.model, ids, self.tok.pad_token_id, batch_tokens)
         else:
-            scores = sorted_scores(self.model, ids, self.tok.pad_token_id, batch_tokens)
+            scores = grouped_scores(self.model, ids, batch_tokens)
         return scores.double().numpy() - self.offset
 
     def score(self, prompts: list[str], responses: list[str], batch_tokens: int = 4096) -> np.ndarray:
