@@ -155,7 +155,7 @@ class RewardModel:
         """Normalised rewards of formatted texts, in batches of at most `batch_tokens` tokens. Packed (no
         padding, fixed shapes; rmexp.packing) where varlen attention runs (CUDA, half precision); elsewhere
         distinct texts in groups of one length, no mask, the last layer on the last token only
-        (rmexp.rm.scoring; benchmarks/scoring.py: ~2.2-2.7x padded batches on CPU, the masked packed path ~1x),
+        (rmexp.rm.scoring; benchmarks/scoring.py: 2.2x-3.1x padded batches on CPU, the masked packed path ~1.3x),
         or sorted and right-padded inside `scoring.sorted_scoring()` (PPO)."""
         self.model.eval()
         ids, _ = encode(self.tok, texts, self.max_length)
