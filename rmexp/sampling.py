@@ -110,8 +110,11 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
     cache = getattr(out, cache_kwarg)
     expand_dev = expand.to(dev)
     for li, layer in enumerate(cache.layers):  # distinct prompts -> rows, into buffers of the final length
-        cache.layers[li] = _BufferLayer(layer.keys.index_select(0, expand_dev), layer.values.index_select(0, expand_dev),
-                                        width + max_new_tokens)
+        if type(layer) is DynamicLayer:
+            cache.layers[li] = _BufferLayer(layer.keys.index_select(0, expand_dev),
+                                            layer.values.index_select(0, expand_dev), width + max_new_tokens)
+        else:  # sliding-window and other layers keep their own update: only their rows are copied
+            layer.batch_select_indices(expand_dev)
     logits = out.logits[:, -1].index_select(0, expand_dev)
     next_pos = pos[:, -1:] + 1
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
@@ -140,7 +143,10 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
             running = running.index_select(0, keep)
             keep_dev = keep.to(dev)
             for layer in cache.layers:
-                layer.keep_rows(keep_dev)
+                if isinstance(layer, _BufferLayer):
+                    layer.keep_rows(keep_dev)
+                else:
+                    layer.batch_select_indices(keep_dev)
             attn, next_pos = attn.index_select(0, keep_dev), next_pos.index_select(0, keep_dev)
         L = width + t + 1
         out = model(input_ids=nxt.index_select(0, running)[:, None].to(dev), attention_mask=attn[:, :L],
