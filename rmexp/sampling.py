@@ -5,21 +5,79 @@ absolute positions and RoPE see what an unpadded prompt sees); the prompt is run
 against the cache. Draws are made on a CPU `torch.Generator` whatever the model's device, so a seed gives the
 same stream everywhere, and all rows of a batch draw from it in order: the same prompts, n, seed and batch size
 give the same samples.
+
+Speed without changing a single draw (tests/test_sampling.py checks the token ids against the sampler as it
+was before these, `SAMPLER_VERSION` 2):
+- each distinct prompt is prefilled once (best-of-N repeats every prompt n times) and its cache copied to its
+  rows; a row's arithmetic does not depend on the other rows of the batch;
+- keys and values go into buffers allocated once (no `torch.cat` of the whole cache every token);
+- rows that have ended leave the batch once a quarter of it has ended (they only ever drew pad);
+- `torch.multinomial(p, 1)` draws `q ~ Exp(1)` for every cell of p and takes `argmax(p / q)`; the draws are
+  made here the same way from the same generator, `-log1p(-u)` with u the same float64 uniforms, in numpy's
+  vectorised log1p (the per-element loop inside torch took a third of the sampling time). Every row of the
+  batch still consumes its draws, ended or not, so the stream is the one multinomial would have consumed.
 """
 from __future__ import annotations
 
 import inspect
 from collections.abc import Collection
 
+import numpy as np
 import torch
 from torch import Tensor
+from transformers.cache_utils import DynamicLayer
 
 SAMPLER_VERSION = 2  # in every cache key of drawn samples: bump when the same seed would draw other samples
+COMPACT_AT = 0.75  # drop ended rows from the batch once at most this fraction of its rows is still running
 
 
 def _cache_kwarg(model) -> str:
     """transformers renamed `past_key_values` to `cache` during 5.x (the old name warns, then goes away)."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+class _BufferLayer(DynamicLayer):
+    """A DynamicLayer whose keys and values live in buffers of a fixed capacity: `update` writes the new
+    position in place and returns views of the filled part (the same shapes a DynamicLayer returns)."""
+
+    def __init__(self, keys: Tensor, values: Tensor, capacity: int):
+        super().__init__()
+        B, H, L, D = keys.shape
+        self.kbuf = keys.new_empty((B, H, capacity, D))
+        self.vbuf = values.new_empty((B, values.shape[1], capacity, values.shape[-1]))
+        self.kbuf[:, :, :L] = keys
+        self.vbuf[:, :, :L] = values
+        self.length, self.device, self.is_initialized = L, keys.device, True
+        self._views()
+
+    def _views(self) -> None:
+        self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        n = key_states.shape[-2]
+        self.kbuf[:, :, self.length:self.length + n] = key_states
+        self.vbuf[:, :, self.length:self.length + n] = value_states
+        self.length += n
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def keep_rows(self, rows: Tensor) -> None:
+        self.kbuf, self.vbuf = self.kbuf.index_select(0, rows), self.vbuf.index_select(0, rows)
+        self._views()
+
+
+def exponential_draws(shape: tuple[int, int], generator: torch.Generator) -> Tensor:
+    """float32 Exp(1) draws, bit for bit those of `torch.empty(shape).exponential_(1, generator=generator)` (and
+    so of the draws inside `torch.multinomial(p, 1)` on the CPU): -log1p(-u) in float64 for u the generator's
+    float64 uniforms (one 64-bit draw each), rounded to float32."""
+    u = torch.empty(shape, dtype=torch.float64).uniform_(0.0, 1.0, generator=generator).numpy()
+    np.negative(u, out=u)
+    np.log1p(u, out=u)
+    np.negative(u, out=u)
+    return torch.from_numpy(u.astype(np.float32))
 
 
 @torch.no_grad()
@@ -33,33 +91,69 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
     dev = next(model.parameters()).device
     B = len(queries)
     width = max(map(len, queries))
-    ids = torch.full((B, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((B, width), dtype=torch.long)
-    for i, q in enumerate(queries):
+    first: dict[tuple[int, ...], int] = {}
+    of_row = [first.setdefault(tuple(q), len(first)) for q in queries]  # each row's distinct prompt
+    distinct = list(first)
+    U = len(distinct)
+    ids = torch.full((U, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, width + max_new_tokens), dtype=torch.long)  # every new position is attended
+    attn[:, width:] = 1
+    for i, q in enumerate(distinct):
         ids[i, width - len(q):] = torch.tensor(q, dtype=torch.long)
-        attn[i, width - len(q):] = 1
-    ids, attn = ids.to(dev), attn.to(dev)
-    pos = (attn.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
+    for i, q in enumerate(queries):
+        attn[i, width - len(q):width] = 1
+    pos = (attn[:, :width].cumsum(1) - 1).clamp(min=0)
+    expand = torch.tensor(of_row, dtype=torch.long)
+    prompt_rows = torch.tensor([of_row.index(u) for u in range(U)], dtype=torch.long)
+    ids, attn, pos = ids.to(dev), attn.to(dev), pos.to(dev)
+    out = model(input_ids=ids, attention_mask=attn[prompt_rows.to(dev), :width], position_ids=pos[prompt_rows.to(dev)],
+                use_cache=True)
     cache_kwarg = _cache_kwarg(model)
-    cache, logits = getattr(out, cache_kwarg), out.logits[:, -1]
+    cache = getattr(out, cache_kwarg)
+    expand_dev = expand.to(dev)
+    for li, layer in enumerate(cache.layers):  # distinct prompts -> rows, into buffers of the final length
+        if type(layer) is DynamicLayer:
+            cache.layers[li] = _BufferLayer(layer.keys.index_select(0, expand_dev),
+                                            layer.values.index_select(0, expand_dev), width + max_new_tokens)
+        else:  # sliding-window and other layers keep their own update: only their rows are copied
+            layer.batch_select_indices(expand_dev)
+    logits = out.logits[:, -1].index_select(0, expand_dev)
     next_pos = pos[:, -1:] + 1
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
     stop = torch.tensor([eos_id] if isinstance(eos_id, int) else sorted(eos_id), dtype=torch.long)
+    running = torch.arange(B)  # rows in the model's batch (the rows of `logits`), ascending
     steps = 0
     for t in range(max_new_tokens):
         probs = torch.softmax(logits.float() / temperature, dim=-1).cpu()
-        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        q = exponential_draws((B, probs.shape[-1]), generator)  # every row draws, running or not
+        nxt_running = (probs / q.index_select(0, running)).argmax(-1)
+        # multinomial refuses non-finite probabilities; softmax spreads a nan or inf logit over its whole row
+        # and argmax picks nan first, so the chosen cells tell
+        if not bool(torch.isfinite(probs.gather(1, nxt_running[:, None])).all()):
+            raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+        nxt = torch.full((B,), pad_id, dtype=torch.long)
+        nxt[running] = nxt_running
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens[:, t] = nxt
         done |= torch.isin(nxt, stop)
         steps = t + 1
         if bool(done.all()) or t + 1 == max_new_tokens:
             break
-        attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=dev)], dim=1)
-        out = model(input_ids=nxt[:, None].to(dev), attention_mask=attn, position_ids=next_pos,
-                    use_cache=True, **{cache_kwarg: cache})
+        live = ~done.index_select(0, running)
+        if int(live.sum()) <= COMPACT_AT * len(running):
+            keep = live.nonzero().squeeze(1)
+            running = running.index_select(0, keep)
+            keep_dev = keep.to(dev)
+            for layer in cache.layers:
+                if isinstance(layer, _BufferLayer):
+                    layer.keep_rows(keep_dev)
+                else:
+                    layer.batch_select_indices(keep_dev)
+            attn, next_pos = attn.index_select(0, keep_dev), next_pos.index_select(0, keep_dev)
+        L = width + t + 1
+        out = model(input_ids=nxt.index_select(0, running)[:, None].to(dev), attention_mask=attn[:, :L],
+                    position_ids=next_pos, use_cache=True, **{cache_kwarg: cache})
         cache, logits = getattr(out, cache_kwarg), out.logits[:, -1]
         next_pos = next_pos + 1
     return tokens[:, :steps].to(dev)

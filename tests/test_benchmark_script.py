@@ -179,10 +179,10 @@ def test_scoring_script_tiny(tmp_path, capsys):
             "--kv-heads", "1", "--intermediate", "64", "--vocab", "64", "--repeats", "1", "--threads", "1",
             "--json", str(out)]
     assert _load("scoring").main(argv) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio rmexp sorted (what score_texts")
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio rmexp grouped (what score_texts")
     rep = json.loads(out.read_text())
     assert [(r["impl"], r["setting"]) for r in rep["rows"]] == [("padded", "fixed"), ("rmexp", "sorted"),
-                                                                ("rmexp", "packed")]
+                                                                ("rmexp", "grouped"), ("rmexp", "packed")]
     assert all(r["max_abs_diff_vs_padded"] < 1e-4 for r in rep["rows"])  # the same scores, however batched
     assert rep["n_texts"] == 40 and rep["ratio"] > 0
 

@@ -42,6 +42,7 @@ from rmexp import packing
 from rmexp.progress import progress_bar
 from rmexp.rm import backbone
 from rmexp.rm.base import RMContext, RMKind, ValueInit, base_identity, register_rm_kind, rows_identity
+from rmexp.rm import scoring
 
 RM_VERSION = 4  # bump when training changes, so cached RMs are retrained (4: fused AdamW on CPU)
 
@@ -158,8 +159,9 @@ class RewardModel:
     def score_texts(self, texts: list[str], batch_tokens: int = 4096) -> np.ndarray:
         """Normalised rewards of formatted texts, in batches of at most `batch_tokens` tokens. Packed (no
         padding, fixed shapes; rmexp.packing) where varlen attention runs (CUDA, half precision); elsewhere
-        sorted by length and right-padded, which measured ~1.4x faster than the masked packed path on CPU
-        (benchmarks/scoring.py: sorted batches need no block-diagonal mask)."""
+        distinct texts in groups of one length, no mask, the last layer on the last token only
+        (rmexp.rm.scoring; benchmarks/scoring.py: 2.2x-3.1x padded batches on CPU, the masked packed path ~1.3x),
+        or sorted and right-padded inside `scoring.sorted_scoring()` (PPO)."""
         self.model.eval()
         ids, _ = encode(self.tok, texts, self.max_length)
         if not ids:
@@ -168,7 +170,8 @@ class RewardModel:
             packing.enable_packed_attention(self.model)
             scores = packing.packed_scores(self.model, ids, self.tok.pad_token_id, batch_tokens)
         else:
-            scores = sorted_scores(self.model, ids, self.tok.pad_token_id, batch_tokens)
+            scores = (sorted_scores(self.model, ids, self.tok.pad_token_id, batch_tokens) if scoring.use_sorted()
+                      else scoring.grouped_scores(self.model, ids, batch_tokens))
         return scores.double().numpy() - self.offset
 
     def score(self, prompts: list[str], responses: list[str], batch_tokens: int = 4096) -> np.ndarray:

@@ -14,9 +14,11 @@ Three parts, each in its module:
 * :mod:`rmexp.sweep.recorder` -- MLflow, the only writer: the parent run, one child run per trial (RUNNING while
   it runs), resume of finished trials as linked copies, the headline correlations, and every run ended.
 
-:func:`run_sweep` is the order of work: grid; recorder (experiment = the sweep name, or ``tracking.experiment``
+:func:`run_sweep` is the order of work: grid; Ray, with one warm-up task per trial slot (the workers import
+torch and the trial code meanwhile); recorder (experiment = the sweep name, or ``tracking.experiment``
 when it is given on the command line; runs left RUNNING by a dead driver ended KILLED; finished trials looked
-up); Ray (only when some trial must run); the parent run; cached trials; the trials; the summary table and the
+up); Ray shut down again when every trial is cached (a resource ask no node meets is an error only when some
+trial must run); the parent run; cached trials; the trials; the summary table and the
 correlations (:func:`rmexp.analyze.analyze_experiment`, with at least 3 finished trials); the UI hint.
 SIGTERM and SIGINT end the running children and the parent KILLED (Ray's workers go with the driver); a rerun
 of the same command runs only what did not finish.
@@ -88,20 +90,28 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
     say(f"[sweep {name}] {len(specs)} trials over axes {', '.join(axes)}")
 
     with T.interrupt_on_signals(), ExitStack() as stack:
-        uri = T.tracking_uri(cfg)                            # 2. MLflow: stale runs ended, finished trials found
+        sched: RayScheduler | None = None
+        if specs:  # 2. Ray first, so that its workers import torch & co. while the driver sets MLflow up
+            sched = RayScheduler(cfg, len(specs), warm_module=getattr(trial_fn, "__module__", None),
+                                 defer_check=True)
+            stack.callback(sched.shutdown)  # whatever fails before the try below (shutdown is idempotent)
+            # ray.init installs a native SIGTERM handler that aborts the driver: ours again, until the end
+            stack.enter_context(T.interrupt_on_signals())
+        uri = T.tracking_uri(cfg)                            # 3. MLflow: stale runs ended, finished trials found
         experiment = _experiment_name(cfg, base)
         rec = Recorder(uri, experiment)
         rec.reap_dead(say)
         done_runs = rec.finished_trials()
         to_run = [s for s in specs if s.key not in done_runs]
         trials = [TrialOutcome(spec=s) for s in specs]
-        sched: RayScheduler | None = None
         status = "FAILED"
         try:
-            if to_run:                                       # 3. Ray (not needed when every trial is cached)
-                sched = RayScheduler(cfg, len(to_run))
-                # ray.init installs a native SIGTERM handler that aborts the driver: ours again, until the end
-                stack.enter_context(T.interrupt_on_signals())
+            if sched is not None and not to_run:             # every trial cached: no Ray needed after all
+                sched.cancel_all()
+                sched.shutdown()
+                sched = None
+            elif sched is not None:                          # a resource ask no node meets is raised here
+                sched.plan(len(to_run))
             parent_id = rec.start_parent(name, name, cfg, axes, len(specs), base)    # 4. the parent run
             say(f"[sweep {name}] MLflow experiment {experiment!r} (id {rec.experiment_id}), parent run {parent_id}, "
                 f"at {uri}")

@@ -127,6 +127,24 @@ def _trial_task(trial_fn: Callable, cfg: DictConfig, out_dir: str, cwd: str, thr
                 "end": time.time(), "node": node}
 
 
+def _warm_worker(module: str, threads: int) -> int:
+    """Runs once per trial slot as soon as Ray is up: the imports every trial pays for (torch, and the module
+    of the trial function: for `rmexp.trial`, transformers and the rest), so that a worker's start-up overlaps
+    with the driver's MLflow setup instead of delaying the first trials. Ray reuses the worker process for the
+    trials (CPU tasks keep their worker), which then find these modules imported."""
+    import importlib
+
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    except ImportError:
+        pass
+    if module and module != "__main__":
+        importlib.import_module(module)
+    return os.getpid()
+
+
 def _pack_files(paths: list[str], root: Path) -> dict[str, bytes]:
     files, total = {}, 0
     for p in map(Path, paths):
@@ -161,27 +179,51 @@ def unpack_files(payload: dict, out_dir: Path) -> None:
 
 
 class RayScheduler:
-    """Submits trials as Ray tasks and hands back their payloads as they arrive."""
+    """Submits trials as Ray tasks and hands back their payloads as they arrive.
 
-    def __init__(self, cfg: DictConfig, n_trials: int):
+    ``warm_module`` (the trial function's module): one warm-up task per trial slot is submitted at once (see
+    `_warm_worker`). ``defer_check``: a resource ask no node can meet is kept and raised by :meth:`plan` (the
+    driver starts Ray before it knows whether any trial must run; with every trial cached it never asks)."""
+
+    def __init__(self, cfg: DictConfig, n_trials: int, warm_module: str | None = None, defer_check: bool = False):
         import ray
 
         self.cpus, self.gpus = float(cfg.ray.cpus_per_trial), float(cfg.ray.gpus_per_trial)
-        max_parallel = cfg.ray.max_parallel
+        self.max_parallel = cfg.ray.max_parallel
         self.max_retries = int(cfg.ray.max_retries)
         self.started = _start_ray(cfg)
+        self.warmups: list[Any] = []
+        self.inflight: dict[Any, tuple[Any, float]] = {}
+        self.resource_error: ResourceError | None = None
         try:
-            fit = check_resources(self.cpus, self.gpus)
+            self.fit = check_resources(self.cpus, self.gpus)
+        except ResourceError as e:
+            if not defer_check:
+                self.shutdown()
+                raise
+            self.resource_error, self.fit = e, 0
         except BaseException:
             self.shutdown()
             raise
-        self.limit = max(1, min(int(max_parallel or fit), n_trials))
         self.driver_node = ray.get_runtime_context().get_node_id()
         self.task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
                                retry_exceptions=False)(_trial_task).options(name="trial")
         self.threads = max(1, int(round(self.cpus)))
         self.cwd = str(Path.cwd().resolve())
-        self.inflight: dict[Any, tuple[Any, float]] = {}
+        self.limit = 1
+        if self.resource_error is None:
+            self.plan(n_trials)
+            if warm_module is not None:
+                warm = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(_warm_worker)
+                self.warmups = [warm.options(name="warm-up").remote(warm_module, self.threads)
+                                for _ in range(self.limit)]
+
+    def plan(self, n_trials: int) -> None:
+        """At most ``ray.max_parallel`` (default: what the cluster fits) of ``n_trials`` trials in flight; raises
+        a deferred :class:`ResourceError`."""
+        if self.resource_error is not None:
+            raise self.resource_error
+        self.limit = max(1, min(int(self.max_parallel or self.fit), n_trials))
 
     def free(self) -> bool:
         return len(self.inflight) < self.limit
@@ -213,12 +255,13 @@ class RayScheduler:
     def cancel_all(self) -> None:
         import ray
 
-        for ref in list(self.inflight):
+        for ref in [*self.inflight, *self.warmups]:
             try:
                 ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001
                 pass
         self.inflight.clear()
+        self.warmups.clear()
 
     def shutdown(self) -> None:
         if self.started:
