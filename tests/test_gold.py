@@ -237,3 +237,39 @@ def test_ppo_refuses_a_policy_whose_tokenizer_differs_from_the_rms(fixture_files
     assert not (tmp_path / "cache").exists()  # refused before any work
     cfg.downstream.ppo.algorithm = "grpo"  # rewards from text: any tokenizer
     validate(cfg)
+
+
+@pytest.mark.parametrize("name", [t for t in TASK_FILES if t != "toy"])
+def test_each_real_task_offline_gives_one_line_naming_its_dataset_before_work(name, tmp_path, monkeypatch):
+    """No network and an empty Hugging Face cache: the default hub id of every real task is refused by the checks
+    that run before any work, in one line naming the dataset and the file route (task.path)."""
+    from huggingface_hub import constants
+
+    from rmexp import preflight
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    preflight.reset_memo()
+    cfg = compose_config(["preset=tiny", f"task={name}"])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert f"could not load dataset '{cfg.task.path}'" in msg and "the hub is offline" in msg, msg
+    assert "to_parquet('FILE.parquet')" in msg and "task.path=FILE.parquet" in msg
+
+
+def test_an_offline_hub_policy_gives_one_line_before_work(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from rmexp import preflight
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    preflight.reset_memo()
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(["preset=tiny", "downstream.policy.model=hf",
+                                 "downstream.policy.path=Qwen/Qwen2.5-1.5B-Instruct"]))
+    msg = str(err.value)
+    assert "\n" not in msg and "downstream.policy.path='Qwen/Qwen2.5-1.5B-Instruct'" in msg
+    assert "the hub is offline" in msg and "huggingface-cli download Qwen/Qwen2.5-1.5B-Instruct" in msg
