@@ -32,7 +32,6 @@ from torch import Tensor
 
 from rmexp import guards
 from rmexp.plots import save_figure
-from rmexp.rm.scoring import sorted_scoring
 from rmexp.sampling import generate as kv_generate
 
 # ==================================================================================================
@@ -334,8 +333,7 @@ def score_responses(rm, prompts: list[str], responses: list[str], has_eos: Tenso
     """(reward, proxy): the RM's normalised score of each (prompt, response) text -- read at the last token --
     and that score minus `penalty` where the completion has no eos. The RM re-tokenises the text, so its
     tokenizer may differ from the policy's."""
-    with sorted_scoring():  # the pinned PPO metrics were computed on this path (rmexp.rm.scoring)
-        proxy = torch.from_numpy(np.asarray(rm.score(prompts, responses, batch_tokens), dtype=np.float32))
+    proxy = torch.from_numpy(np.asarray(rm.score(prompts, responses, batch_tokens), dtype=np.float32))
     return apply_missing_eos_penalty(proxy, has_eos, penalty), proxy
 
 
@@ -514,8 +512,7 @@ def evaluate(policy, ref, tok, rm, gold_src, prompts, temperature: float, max_ne
     gen = torch.Generator().manual_seed(EVAL_SEED)
     r = rollout(policy, ref, tok, [p.text for p in prompts], temperature, max_new_tokens, gen)
     gold = np.array([gold_src.gold(p, t) for p, t in zip(prompts, r.texts)])
-    with sorted_scoring():
-        proxy = rm.score([p.text for p in prompts], r.texts, batch_tokens)
+    proxy = rm.score([p.text for p in prompts], r.texts, batch_tokens)
     kl = torch.where(r.mask, r.logprob - r.ref_logprob, torch.zeros_like(r.logprob)).sum(1).double().cpu().numpy()
     domains = [p.domain for p in prompts]
     per_domain = {d: float(np.mean([g for g, dd in zip(gold, domains) if dd == d]))

@@ -78,14 +78,3 @@ def test_unsupported_layers_run_the_whole_model():
     seqs = _seqs(20)
     torch.testing.assert_close(scoring.grouped_scores(model, seqs), _padded(model, seqs), atol=1e-5, rtol=0)
 
-
-def test_sorted_scoring_block_restores_the_grouped_path():
-    assert not scoring.use_sorted()
-    with pytest.raises(ValueError):
-        with scoring.sorted_scoring():
-            assert scoring.use_sorted()
-            with scoring.sorted_scoring():
-                assert scoring.use_sorted()
-            assert scoring.use_sorted()  # the inner block leaves the outer one in force
-            raise ValueError
-    assert not scoring.use_sorted()

@@ -160,8 +160,7 @@ class RewardModel:
         """Normalised rewards of formatted texts, in batches of at most `batch_tokens` tokens. Packed (no
         padding, fixed shapes; rmexp.packing) where varlen attention runs (CUDA, half precision); elsewhere
         distinct texts in groups of one length, no mask, the last layer on the last token only
-        (rmexp.rm.scoring; benchmarks/scoring.py: 2.2x-3.1x padded batches on CPU, the masked packed path ~1.3x),
-        or sorted and right-padded inside `scoring.sorted_scoring()` (PPO)."""
+        (rmexp.rm.scoring; benchmarks/scoring.py: 2.2x-3.1x padded batches on CPU, the masked packed path ~1.3x)."""
         self.model.eval()
         ids, _ = encode(self.tok, texts, self.max_length)
         if not ids:
@@ -170,8 +169,7 @@ class RewardModel:
             packing.enable_packed_attention(self.model)
             scores = packing.packed_scores(self.model, ids, self.tok.pad_token_id, batch_tokens)
         else:
-            scores = (sorted_scores(self.model, ids, self.tok.pad_token_id, batch_tokens) if scoring.use_sorted()
-                      else scoring.grouped_scores(self.model, ids, batch_tokens))
+            scores = scoring.grouped_scores(self.model, ids, batch_tokens)
         return scores.double().numpy() - self.offset
 
     def score(self, prompts: list[str], responses: list[str], batch_tokens: int = 4096) -> np.ndarray:

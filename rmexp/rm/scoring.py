@@ -13,30 +13,12 @@ Scores equal `rmexp.rm.last_token_rewards` on right-padded batches to float roun
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 
 import torch
 import torch.nn.functional as F
 
 LLAMA_LIKE_ATTENTION = ("LlamaAttention", "Qwen2Attention", "MistralAttention")
-_SORTED = [False]  # inside `sorted_scoring()`: RewardModel.score_texts runs the sorted, padded path
-
-
-@contextlib.contextmanager
-def sorted_scoring():
-    """RewardModel.score_texts on the sorted, right-padded path inside this block. PPO scores through it: its
-    rewards feed training, and the pinned PPO metrics (tests/test_trial.py) were computed on that path; the
-    grouped path agrees to ~1e-7, which moves them in the last digits."""
-    _SORTED[0], before = True, _SORTED[0]
-    try:
-        yield
-    finally:
-        _SORTED[0] = before
-
-
-def use_sorted() -> bool:
-    return _SORTED[0]
 
 
 class _LastLayerInput(Exception):
