@@ -217,6 +217,8 @@ class TaskConfig:
     split: str = "test"              # hub split (local files have one)
     size: int = 0                    # items kept, a seeded sample (0: all); methods use their first prompts_per_domain
     seed: int = 0                    # fixed, not ${seed}: the eval items are the instrument, as benchmark.seed
+    train_path: Optional[str] = None  # PPO/RLVR train prompts: hub id or file in the same schema; null: eval only
+    train_split: str = "train"       # hub split of train_path (its prompts must not be eval prompts: checked)
 
 
 @dataclass
@@ -518,16 +520,11 @@ def _check_task(cfg: DictConfig) -> None:
         return
     if not t.path:
         _fail("task.path", None, f"task={t.name} needs a hub dataset id or a local jsonl/parquet file")
-    for name in DOWNSTREAM:
-        if cfg.downstream[name].enabled and name not in REAL_TASK_METHODS:
+    for name, method in DOWNSTREAM.items():
+        if cfg.downstream[name].enabled and method.trains_on_prompts and not t.train_path:
             _fail(f"downstream.{name}.enabled", True,
-                  f"task={t.name} gives evaluation prompts only, and {name} trains on the task's train prompts "
-                  f"(only task=toy has them so far); methods that run on a real task: {list(REAL_TASK_METHODS)}")
-
-
-# Downstream methods that run on a real task: they only evaluate on its prompts (BoN samples them; DPO trains on
-# the preference pairs). PPO and RLVR need train prompts of the task, which no real task provides yet.
-REAL_TASK_METHODS = ("bon", "dpo")
+                  f"{name} trains on the task's prompts and task={t.name} has none: set task.train_path (a hub id "
+                  f"with task.train_split, or a file in the {t.name} schema) to items disjoint from the eval items")
 
 
 def policy_model_config(pol: DictConfig) -> DictConfig:

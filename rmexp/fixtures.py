@@ -10,6 +10,7 @@ writes, all seeded and built here (nothing is downloaded):
   saved with ``save_pretrained`` (safetensors) and loaded with ``from_pretrained`` like a hub model;
 * ``DIR/preferences.jsonl`` (prompt, chosen, rejected), ``DIR/rb2.jsonl`` (RewardBench 2 rows),
   ``DIR/rb1.jsonl`` (RewardBench 1 rows), ``DIR/gsm8k.jsonl`` (question, answer ``#### n``),
+  ``DIR/gsm8k_train.jsonl`` (other GSM8K-style items: PPO/RLVR train prompts through ``task.train_path``),
   ``DIR/math.jsonl`` (problem, solution with ``\\boxed{}``), ``DIR/ifeval.jsonl`` (prompt,
   instruction_id_list, kwargs), ``DIR/popqa.jsonl`` (question, possible_answers);
 
@@ -52,6 +53,12 @@ def gsm8k_rows(n: int, seed: int) -> list[dict]:
                      "answer": f"{name} has {a} + {b} = {a + b} {thing}.\nThey are worth {a + b} * {c} = "
                                f"{total} points.\n#### {total:,}"})
     return rows
+
+
+def gsm8k_train_rows(n: int, seed: int) -> list[dict]:
+    """Train items for PPO/RLVR on task=gsm8k (task.train_path): the same generator, no question of the eval file."""
+    held_out = {r["question"] for r in gsm8k_rows(GSM8K_ROWS, seed)}
+    return [r for r in gsm8k_rows(2 * n, seed + 1) if r["question"] not in held_out][:n]
 
 
 def math_rows(n: int, seed: int) -> list[dict]:
@@ -135,6 +142,7 @@ def write_fixtures(out: Path, seed: int = 0) -> dict[str, Path]:
         "rb2": _write_jsonl(out / "rb2.jsonl", rb2_rows(world, 8, seed)),
         "rb1": _write_jsonl(out / "rb1.jsonl", rb1_rows(world, seed, max_per_subset=4)),
         "gsm8k": _write_jsonl(out / "gsm8k.jsonl", gsm8k_rows(GSM8K_ROWS, seed)),
+        "gsm8k_train": _write_jsonl(out / "gsm8k_train.jsonl", gsm8k_train_rows(48, seed)),
         "math": _write_jsonl(out / "math.jsonl", math_rows(12, seed)),
         "ifeval": _write_jsonl(out / "ifeval.jsonl", IFEVAL_ROWS),
         "popqa": _write_jsonl(out / "popqa.jsonl", POPQA_ROWS),

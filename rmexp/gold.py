@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from omegaconf import DictConfig
 
-from rmexp.tasks import TASKS, TaskItem, load_items
+from rmexp.tasks import TASKS, TaskError, TaskItem, load_items
 from rmexp.world.core import WORLD_VERSION, World
 from rmexp.world.domains import DOMAINS
 
@@ -72,11 +72,13 @@ class ToyGold:
 
 
 class TaskGold:
-    """A real task's items (one domain, named after the task) and its checker."""
+    """A real task's items (one domain, named after the task), its checker, and optionally train items (the
+    prompts PPO and RLVR train on; never the eval prompts)."""
 
-    def __init__(self, name: str, items: list[TaskItem], source: str):
-        self.name, self.items, self.source = name, items, source
+    def __init__(self, name: str, items: list[TaskItem], source: str, train_items: list[TaskItem] | None = None):
+        self.name, self.items, self.source, self.train_items = name, items, source, train_items
         self._prompts = [TaskPrompt(i.key, i.prompt, name, i) for i in items]
+        self._train = None if train_items is None else [TaskPrompt(i.key, i.prompt, name, i) for i in train_items]
 
     def prompts(self, per_domain: int) -> list:
         return self._prompts[:per_domain]
@@ -85,13 +87,14 @@ class TaskGold:
         return float(TASKS[self.name].gold(prompt.item, response))
 
     def identity(self) -> list:
-        return [self.name, items_digest(self.items)]
+        train = None if self.train_items is None else items_digest(self.train_items)
+        return [self.name, items_digest(self.items)] + ([train] if train else [])
 
-    def train_prompts(self) -> None:
-        return None
+    def train_prompts(self) -> dict[str, list] | None:
+        return None if self._train is None else {self.name: self._train}
 
     def known(self) -> dict[str, Any]:
-        return {p.text: p for p in self._prompts}
+        return {p.text: p for p in (self._train or []) + self._prompts}
 
     def dataset(self) -> tuple[list[dict], Any]:
         rows = [{"key": i.key, "prompt": i.prompt, "reference": json.dumps(i.reference, sort_keys=True)}
@@ -112,11 +115,21 @@ def load_task(t: DictConfig) -> TaskGold:
     """The items of task config `t` (memoised per process: preflight and the trial read them once)."""
     local = Path(str(t.path)).expanduser()
     mtime = local.stat().st_mtime_ns if local.is_file() else None
-    key = (t.name, str(t.path), t.subset, t.split, t.size, t.seed, mtime)
+    train_local = Path(str(t.train_path)).expanduser()
+    train_mtime = train_local.stat().st_mtime_ns if t.train_path and train_local.is_file() else None
+    key = (t.name, str(t.path), t.subset, t.split, t.size, t.seed, mtime, t.train_path, t.train_split, train_mtime)
     if key not in _loaded:
         items = load_items(t.name, str(t.path), t.split, t.size, t.seed, subset=t.subset)
         where = str(t.path) + (f" ({t.subset})" if t.subset else "") + (f" [{t.split}]" if not mtime else "")
-        _loaded[key] = TaskGold(t.name, items, where)
+        train = None
+        if t.train_path:
+            train = load_items(t.name, str(t.train_path), t.train_split, 0, t.seed, subset=t.subset)
+            shared = {i.prompt for i in items} & {i.prompt for i in train}
+            if shared:
+                raise TaskError(f"task={t.name}: task.train_path={str(t.train_path)!r} shares {len(shared)} prompt(s) "
+                                f"with the eval items of task.path={str(t.path)!r} (e.g. {sorted(shared)[0][:60]!r}); "
+                                f"RL on eval prompts would measure memorisation: use disjoint splits")
+        _loaded[key] = TaskGold(t.name, items, where, train)
     return _loaded[key]
 
 

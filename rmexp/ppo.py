@@ -606,7 +606,7 @@ def ppo_stage(cfg, world, rm, cache, out_dir, show_bars: bool = True, title: str
     gold = gold if gold is not None else gold_source(cfg, world)
     train_prompts = gold.train_prompts()
     if train_prompts is None:
-        raise ValueError(f"PPO: task={gold.name} has no train prompts; PPO and RLVR run on task=toy only")
+        raise ValueError(f"PPO: task={gold.name} has no train prompts: set task.train_path")
     torch.manual_seed(p.seed)
     path, pcfg = zoo.policy_path(pol, world, cache, show_bars)
     policy, tok = zoo.load_causal_lm(path, trust_remote_code=bool(pcfg.trust_remote_code))

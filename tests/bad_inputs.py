@@ -201,9 +201,10 @@ CASES: list[Case] = [
     Case("task_hub_offline", "`task=gsm8k` (the hub id openai/gsm8k) with the hub offline",
          lambda d: ["task=gsm8k"], ("task.path='openai/gsm8k'", "could not load dataset 'openai/gsm8k'",
                                      "to_parquet('FILE.parquet')", "task.path=FILE.parquet")),
-    Case("ppo_on_real_task", "`downstream.ppo.enabled=true` with `task=gsm8k` (PPO needs the task's train prompts)",
+    Case("ppo_on_real_task", "`downstream.ppo.enabled=true` with `task=gsm8k` and no `task.train_path` (PPO trains on "
+         "the task's prompts)",
          lambda d: ["task=gsm8k", f"task.path={gsm8k_rows_file(d)}", "downstream.ppo.enabled=true"],
-         ("downstream.ppo.enabled=True is not allowed", "task=gsm8k gives evaluation prompts only")),
+         ("downstream.ppo.enabled=True is not allowed", "task=gsm8k has none: set task.train_path")),
     # -- files
     Case("data_path_unset", "`data=files` without `data.path`", lambda d: ["data=files"],
          ("data.path=None", "jsonl/parquet")),

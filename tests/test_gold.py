@@ -220,12 +220,48 @@ def test_bad_task_and_policy_values(overrides, message):
     assert message in str(err.value)
 
 
-def test_ppo_on_a_real_task_is_refused(fixture_files):
+def test_rl_on_a_real_task_needs_its_train_items(fixture_files):
     for method in ("ppo", "rlvr"):
-        with pytest.raises(ConfigError, match=f"downstream.{method}.enabled=True is not allowed; task=gsm8k gives "
-                                              f"evaluation prompts only"):
+        with pytest.raises(ConfigError, match=f"downstream.{method}.enabled=True is not allowed; {method} trains on "
+                                              f"the task's prompts and task=gsm8k has none: set task.train_path"):
             validate(_gsm8k_cfg(fixture_files, f"downstream.{method}.enabled=true"))
+        validate(_gsm8k_cfg(fixture_files, f"downstream.{method}.enabled=true",
+                            f"task.train_path={fixture_files['gsm8k_train']}"))
     validate(_gsm8k_cfg(fixture_files, "downstream.dpo.enabled=true"))  # DPO only evaluates on the task
+
+
+def test_task_train_items_are_the_rl_prompts_and_never_eval_prompts(fixture_files, world):
+    from rmexp import preflight
+
+    cfg = _gsm8k_cfg(fixture_files, f"task.train_path={fixture_files['gsm8k_train']}", "downstream.rlvr.enabled=true")
+    src = gold_source(cfg, world)
+    rows = [json.loads(line) for line in fixture_files["gsm8k_train"].read_text().splitlines()]
+    train = src.train_prompts()["gsm8k"]
+    assert [p.text for p in train] == [r["question"] for r in rows] and len(train) == 48
+    assert not {p.text for p in train} & {p.text for p in src.prompts(1000)}
+    first = rows[0]["answer"].rsplit("####", 1)[1].strip()  # e.g. "1,104": the checker reads commas
+    assert src.gold(train[0], f"So the total is #### {first}") == 1.0
+    assert src.gold(train[0], "So the total is #### 7") == 0.0
+    assert src.known()[train[0].text] is train[0]  # the RLVR verifier finds train prompts by text
+    preflight.reset_memo()
+    with pytest.raises(ConfigError, match=r"task.train_path=.*gsm8k.jsonl' shares 24 prompt\(s\) with the eval items"):
+        validate(_gsm8k_cfg(fixture_files, f"task.train_path={fixture_files['gsm8k']}", "downstream.rlvr.enabled=true"))
+
+
+def test_ppo_and_rlvr_run_on_a_real_task_with_an_hf_policy(fixture_files, tmp_path):
+    from rmexp.trial import run_trial
+
+    fx = fixture_files
+    cfg = compose_config(["preset=tiny", "model=hf", f"model.path={fx['model']}", "data=files",
+                          f"data.path={fx['preferences']}", "task=gsm8k", f"task.path={fx['gsm8k']}",
+                          f"task.train_path={fx['gsm8k_train']}", "downstream.policy.model=hf",
+                          f"downstream.policy.path={fx['model']}", "downstream.bon.enabled=false",
+                          "downstream.ppo.enabled=true", "downstream.rlvr.enabled=true", f"cache_dir={tmp_path / 'c'}"])
+    validate(cfg)
+    m = run_trial(cfg, tmp_path / "out", progress=lambda msg: None).metrics
+    for key in ("ppo/gold", "ppo/kl", "rlvr/gold", "rlvr/kl"):
+        assert np.isfinite(m[key]), key
+    assert 0.0 <= m["ppo/gold"] <= 1.0 and 0.0 <= m["rlvr/gold"] <= 1.0
 
 
 def test_ppo_refuses_a_policy_whose_tokenizer_differs_from_the_rms(fixture_files, tmp_path):

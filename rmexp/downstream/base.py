@@ -53,6 +53,7 @@ class DownstreamMethod:
                                 # correlations; everything else the method logs is a diagnostic
     run: Callable[[DownstreamContext], StageOutput]
     headline: tuple[str, ...] = ()  # outcomes shown in sweep summaries; empty: its plain-named top-level outcomes
+    trains_on_prompts: bool = False  # RL on the gold source's train prompts (a real task needs task.train_path)
 
     @property
     def prefix(self) -> str:

@@ -21,4 +21,4 @@ PPO = register_downstream(DownstreamMethod(
     name="ppo", uses_rm=True,
     outcomes=("gold", "gold_delta", "proxy", "proxy_delta", "kl", "missing_eos", "train_reward",
               r"[^/]+/gold", r"[^/]+/gold_delta"),
-    run=run, headline=("gold", "gold_delta")))
+    run=run, headline=("gold", "gold_delta"), trains_on_prompts=True))

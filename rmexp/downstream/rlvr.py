@@ -135,4 +135,5 @@ def run(ctx: DownstreamContext) -> StageOutput:
                   lambda entry: read_stage(entry, Path(ctx.out_dir), "rlvr"), label=cfg.downstream.policy.model)
 
 
-RLVR = register_downstream(DownstreamMethod(name="rlvr", uses_rm=False, outcomes=("gold", "gold_delta"), run=run))
+RLVR = register_downstream(DownstreamMethod(name="rlvr", uses_rm=False, outcomes=("gold", "gold_delta"), run=run,
+                                                   trains_on_prompts=True))
