@@ -146,7 +146,7 @@ def _patch_entities(n: int) -> None:
     domains.Factuality.__init__ = init
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["toy_llama_s", "random_llama_s"])
     ap.add_argument("--variant", default="base", choices=("base", "checked"))
@@ -156,7 +156,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for the RM trial config (train.lr=...)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cache = args.cache_dir or tempfile.mkdtemp(prefix="rmexp_probe_")
     for name in args.models:

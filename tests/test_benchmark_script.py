@@ -198,6 +198,17 @@ def test_sampling_script_tiny(tmp_path, capsys):
     assert all(r["samples_per_s"] > 0 for r in rep["rows"])
 
 
+def test_world_transfer_probe_tiny(tmp_path, capsys):
+    """The probe of docs/world_calibration.md end to end on the xs base and 200 pairs (~20 s)."""
+    argv = ["--models", "toy_llama_xs", "--size", "200", "--cache-dir", str(tmp_path), "train.epochs=1"]
+    assert _load("world_transfer_probe").main(argv) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("toy_llama_xs [base size=200")
+    cells = dict(kv.split("=") for kv in line.split("  ")[1:])
+    for key in ("lm/Factuality", "lm/Math", "pair_heldout/Factuality", "pair_train/Math", "rb2/Factuality", "rb2/Math"):
+        assert 0.0 <= float(cells[key]) <= 1.0, key
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the script runs for minutes")
 def test_gpu_check_refuses_without_cuda(tmp_path):
     import subprocess
