@@ -145,7 +145,7 @@ def file_preference_rows(d: DictConfig) -> list[dict]:
     """data=files rows: with `data.path`, its first `data.size` rows in file order; with `data.sources`,
     `data.size` rows drawn by weight (rmexp.prefdata.mix_sources, seeded by `data.seed`)."""
     sources = file_sources(d)
-    key = json.dumps([sources, d.size, d.seed, [_mtime(s["path"]) for s in sources]], sort_keys=True)
+    key = json.dumps([sources, d.size, d.seed, [file_mtime(s["path"]) for s in sources]], sort_keys=True)
     if key not in _drawn:
         if not d.sources:
             _drawn[key] = source_rows(sources[0], "data.path")[:d.size]
@@ -159,9 +159,10 @@ def file_preference_rows(d: DictConfig) -> list[dict]:
     return _drawn[key]
 
 
-def _mtime(path: str) -> int | None:
-    local = Path(path).expanduser()
-    return local.stat().st_mtime_ns if local.exists() else None
+def file_mtime(path) -> int | None:
+    """A local file's modification time (ns), for memo keys that must notice an edited file; None for a hub id."""
+    local = Path(str(path)).expanduser() if path else None
+    return local.stat().st_mtime_ns if local is not None and local.is_file() else None
 
 
 def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) -> list[dict]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from omegaconf import DictConfig
@@ -113,10 +112,9 @@ _loaded: dict[tuple, TaskGold] = {}
 
 def load_task(t: DictConfig) -> TaskGold:
     """The items of task config `t` (memoised per process: preflight and the trial read them once)."""
-    local = Path(str(t.path)).expanduser()
-    mtime = local.stat().st_mtime_ns if local.is_file() else None
-    train_local = Path(str(t.train_path)).expanduser()
-    train_mtime = train_local.stat().st_mtime_ns if t.train_path and train_local.is_file() else None
+    from rmexp.data import file_mtime
+
+    mtime, train_mtime = file_mtime(t.path), file_mtime(t.train_path)
     key = (t.name, str(t.path), t.subset, t.split, t.size, t.seed, mtime, t.train_path, t.train_split, train_mtime)
     if key not in _loaded:
         items = load_items(t.name, str(t.path), t.split, t.size, t.seed, subset=t.subset)

@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rmexp.config import CONF_DIR, FREE_MAPPINGS, ConfigError, schema_keys
+from rmexp.data import file_mtime
 
 TRACKING_TIMEOUT_S = 5.0   # a store that does not answer in 5 s is down for our purposes; runs log often
 HUB_TIMEOUT_S = 5.0        # a hub metadata request; offline machines fail at once anyway
@@ -145,7 +146,7 @@ def check_inputs(cfg: DictConfig) -> None:
         for key in ("benchmark.rb2_path", "benchmark.rb1_path"):
             path = cfg.benchmark[key.split(".")[1]]
             if path and _looks_local(str(path)):
-                _memoised(("bench", key, path, _mtime(path)), lambda: _check_benchmark(cfg, key, str(path)))
+                _memoised(("bench", key, path, file_mtime(path)), lambda: _check_benchmark(cfg, key, str(path)))
 
 
 def _check_precision(cfg: DictConfig) -> None:
@@ -183,7 +184,7 @@ def _check_policy_and_task(cfg: DictConfig) -> None:
         _memoised(("model", pcfg.path), lambda: _check_hf_model(str(pcfg.path), "downstream.policy.path"))
     if cfg.task.name != "toy":
         t = cfg.task
-        _memoised(("task", t.name, t.path, t.subset, t.split, t.size, t.seed, _mtime(t.path)), lambda: _check_task(t))
+        _memoised(("task", t.name, t.path, t.subset, t.split, t.size, t.seed, file_mtime(t.path)), lambda: _check_task(t))
     if cfg.downstream.ppo.enabled and cfg.downstream.ppo.algorithm == "ppo":
         rm_tok = _memoised(("tok", cfg.model.source, cfg.model.path, cfg.world.seed, cfg.model.trust_remote_code),
                            lambda: _tokenizer(cfg))
@@ -224,11 +225,6 @@ def _check_task(t: DictConfig) -> None:
     except TaskError as err:
         msg = str(err)
         raise ConfigError(f"config error: task.path={path!r}: {msg}") from None
-
-
-def _mtime(path) -> int | None:
-    p = Path(str(path)).expanduser()
-    return p.stat().st_mtime_ns if p.exists() else None
 
 
 def _looks_local(path: str) -> bool:
