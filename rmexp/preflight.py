@@ -189,7 +189,7 @@ def _check_policy_and_task(cfg: DictConfig) -> None:
         rm_tok = _memoised(("tok", cfg.model.source, cfg.model.path, cfg.world.seed, cfg.model.trust_remote_code),
                            lambda: _tokenizer(cfg))
         pol_tok = _memoised(("tok", pcfg.source, pcfg.path if pcfg.source == "hf" else None, cfg.world.seed,
-                             pcfg.trust_remote_code), lambda: _policy_tokenizer(cfg, pcfg))
+                             pcfg.trust_remote_code), lambda: _tokenizer(cfg, pcfg, "downstream.policy.path"))
         if rm_tok.get_vocab() != pol_tok.get_vocab():
             raise ConfigError(
                 f"config error: downstream.ppo.enabled=true with algorithm=ppo needs one tokenizer for the RM and the "
@@ -197,21 +197,6 @@ def _check_policy_and_task(cfg: DictConfig) -> None:
                 f"{(pcfg.path if pcfg.source == 'hf' else pcfg.name)!r} {len(pol_tok)}, and their vocabularies "
                 f"differ (the value model starts from the RM and reads the policy's token ids). Pick a policy and a "
                 f"base of one tokenizer family, or use downstream.ppo.algorithm=grpo (rewards from text)")
-
-
-def _policy_tokenizer(cfg: DictConfig, pcfg: DictConfig):
-    if pcfg.source == "toy":
-        from rmexp.world.core import World
-        from rmexp.world.tokenizer import build_tokenizer
-
-        return build_tokenizer(World(cfg.world.seed).vocab)  # every zoo model's tokenizer
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(pcfg.path), trust_remote_code=bool(pcfg.trust_remote_code))
-    except Exception as err:  # noqa: BLE001
-        raise ConfigError(f"config error: downstream.policy.path={pcfg.path!r}: cannot load its tokenizer "
-                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
 def _check_task(t: DictConfig) -> None:
@@ -281,20 +266,21 @@ def _preference_rows(cfg: DictConfig) -> list[dict]:
         raise ConfigError(f"config error: {err}") from None
 
 
-def _tokenizer(cfg: DictConfig):
-    if cfg.model.source == "toy":
+def _tokenizer(cfg: DictConfig, mcfg: DictConfig | None = None, key: str = "model.path"):
+    """The tokenizer of model config `mcfg` (default: the RM's base, cfg.model); `key` names it in the error."""
+    mcfg = cfg.model if mcfg is None else mcfg
+    if mcfg.source == "toy":
         from rmexp.world.core import World
         from rmexp.world.tokenizer import build_tokenizer
 
-        return build_tokenizer(World(cfg.world.seed).vocab)  # what the zoo builds every toy base with
+        return build_tokenizer(World(cfg.world.seed).vocab)  # what the zoo builds every toy model with
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(cfg.model.path), trust_remote_code=cfg.model.trust_remote_code)
+        return AutoTokenizer.from_pretrained(str(mcfg.path), trust_remote_code=bool(mcfg.trust_remote_code))
     except Exception as err:  # noqa: BLE001
-        raise ConfigError(f"config error: model.path={cfg.model.path!r}: cannot load its tokenizer "
+        raise ConfigError(f"config error: {key}={mcfg.path!r}: cannot load its tokenizer "
                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-
 
 def _check_coverage(cfg: DictConfig, tok, rows: list[dict]) -> None:
     from rmexp import guards
