@@ -18,8 +18,9 @@ Three parts, each in its module:
 torch and the trial code meanwhile); recorder (experiment = the sweep name, or ``tracking.experiment``
 when it is given on the command line; runs left RUNNING by a dead driver ended KILLED; finished trials looked
 up); Ray shut down again when every trial is cached (a resource ask no node meets is an error only when some
-trial must run); the parent run; cached trials; the trials; the summary table and the
-correlations (:func:`rmexp.analyze.analyze_experiment`, with at least 3 finished trials); the UI hint.
+trial must run); the parent run; cached trials; the trials (the analysis modules import meanwhile); the
+correlations (:func:`rmexp.analyze.analyze_experiment`, with at least 3 finished trials), then the summary table
+and the headline correlations (computed first, so the workers' last lines arrive meanwhile); the UI hint.
 SIGTERM and SIGINT end the running children and the parent KILLED (Ray's workers go with the driver); a rerun
 of the same command runs only what did not finish.
 
@@ -34,8 +35,9 @@ import shlex
 import signal
 import sys
 import tempfile
+import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -127,16 +129,22 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
                 t.seconds = t.metrics.get(T.SECONDS_METRIC)
             t0 = time.time()
             if sched is not None:                            # 6. the trials
+                # the analysis modules (pandas, scipy, matplotlib) import while the driver waits on the trials
+                stack.enter_context(_warm_analysis_imports())
                 _run_trials(sched, rec, trial_fn, trials, name, parent_id, say, t0)
-                if any(t.status in ("FINISHED", "FAILED") for t in trials):
-                    time.sleep(1.0)  # let Ray forward the workers' last lines before the summary
+                ran = any(t.status in ("FINISHED", "FAILED") for t in trials)
             else:
                 say(status_line(name, trials, 0.0))
-            say("")                                          # 7. summary and correlations
-            say(summary_table(trials))
-            rec.client.set_tag(parent_id, "rmexp.n_failed", str(result.n_failed))
+                ran = False
+            rec.client.set_tag(parent_id, "rmexp.n_failed", str(result.n_failed))  # 7. correlations, summary
             rec.client.set_tag(parent_id, "rmexp.n_cached", str(result.n_cached))
-            _correlations(rec, result, experiment, n_boot, say)
+            started = time.time()
+            headline = _correlations(rec, result, experiment, n_boot)
+            if ran and time.time() - started < 1.0:
+                time.sleep(1.0 - (time.time() - started))  # let Ray forward the workers' last lines first
+            say("")
+            say(summary_table(trials))
+            say(headline)
             verdict = f"{result.n_failed} of {len(trials)} trials FAILED" if result.n_failed else "all trials finished"
             say(f"\n[sweep {name}] {verdict} ({result.n_cached} cached) in {_fmt_elapsed(time.time() - t0)}; "
                 f"parent run {parent_id}. Open the MLflow UI with:\n{T.ui_hint(uri, rec.experiment_id, parent_id)}")
@@ -190,28 +198,47 @@ def _run_trials(sched: RayScheduler, rec: Recorder, trial_fn: Callable, trials: 
             t.status = "FAILED"
 
 
-def _correlations(rec: Recorder, result: SweepResult, experiment: str, n_boot: int, say) -> None:
-    """Benchmark-vs-downstream correlations over the parent's finished trials: the headline ones printed and
-    logged as the parent's metrics, the full table and plots as its artifacts."""
+@contextmanager
+def _warm_analysis_imports():
+    """Import the end-of-sweep analysis (pandas, scipy, matplotlib's Agg canvas) in a daemon thread while the
+    driver only waits on Ray, so the correlations at the end do not start with seconds of imports. Python's
+    import lock makes a later import in the main thread wait for this one rather than run twice."""
+    def load() -> None:
+        try:
+            import rmexp.analyze  # noqa: F401
+            from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+            from matplotlib.figure import Figure  # noqa: F401
+        except Exception:  # noqa: BLE001 - the analysis imports again and reports its own error
+            pass
+
+    thread = threading.Thread(target=load, name="rmexp-warm-analysis", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join()  # never leave an import half done at interpreter exit
+
+
+def _correlations(rec: Recorder, result: SweepResult, experiment: str, n_boot: int) -> str:
+    """Benchmark-vs-downstream correlations over the parent's finished trials: logged as the parent's metrics,
+    the full table and plots as its artifacts. Returns the lines to print (the headline ones, or why none)."""
     name, parent_id = result.name, result.parent_run_id
     n_ok = result.count("FINISHED") + result.n_cached
     if n_ok < MIN_TRIALS_FOR_CORRELATION:
-        say(f"\n[sweep {name}] correlations skipped: {n_ok} finished trial(s), at least "
-            f"{MIN_TRIALS_FOR_CORRELATION} needed")
-        return
+        return (f"\n[sweep {name}] correlations skipped: {n_ok} finished trial(s), at least "
+                f"{MIN_TRIALS_FOR_CORRELATION} needed")
     from rmexp.analyze import analyze_experiment
 
-    say("")
     try:
         with tempfile.TemporaryDirectory(prefix="rmexp-corr-") as tmp:
             result.correlations = analyze_experiment(experiment, result.tracking_uri, parent_run_id=parent_id,
                                                      n_boot=n_boot, out_dir=tmp, log_to_parent=False,
                                                      file=io.StringIO())
             rec.log_analysis(parent_id, result.correlations, Path(tmp))
-        say(f"headline correlations over {n_ok} trials (95% bootstrap CIs; every benchmark x downstream "
-            f"pair is in correlations.txt on the parent run):\n{headline_correlations(result.correlations)}")
+        return (f"\nheadline correlations over {n_ok} trials (95% bootstrap CIs; every benchmark x downstream "
+                f"pair is in correlations.txt on the parent run):\n{headline_correlations(result.correlations)}")
     except Exception as e:  # noqa: BLE001 - the trials are recorded; the analysis can be rerun
-        say(f"[sweep {name}] correlation analysis failed: {T.error_summary(e)}; rerun it with "
-            f"python -m rmexp.analyze --experiment {shlex.quote(experiment)} --tracking-uri {result.tracking_uri} "
-            f"--parent-run-id {parent_id}")
         rec.client.set_tag(parent_id, "rmexp.analysis_error", T.error_summary(e)[:T.MAX_TAG_VALUE])
+        return (f"\n[sweep {name}] correlation analysis failed: {T.error_summary(e)}; rerun it with "
+                f"python -m rmexp.analyze --experiment {shlex.quote(experiment)} --tracking-uri "
+                f"{result.tracking_uri} --parent-run-id {parent_id}")
