@@ -13,6 +13,12 @@ held-out prompts (`pair_heldout/*`; `Math1` = one-step questions only) and its R
 rejected, 150 rows) on held-out prompts (`rb2/*`). Results and the hypotheses they test: docs/world_calibration.md.
 The world seed is 0 and the RM seed the trial's; the monkeypatched variants never touch the world's code.
 
+`--readout` also asks where the base keeps what it knows, before any RM training (`readout/*`, held-out pairs):
+`loglik` = how often the base LM's own log P(response | prompt) is higher for the correct answer (the knowledge
+in its next-token predictions), `linear` = a Bradley-Terry linear head fitted on the frozen base's last hidden
+state at the RM's read-out token (the last token) on train-split pairs, L2 picked on train-split prompts it was not fitted on
+(is "this answer is right" linearly there, where a classifier RM reads?).
+
 Variants (the corpus is the only thing they change):
   base     the world's corpus as it is.
   checked  the corpus also holds checked statements ("the color of zorvex is blue . no ."), true and false,
@@ -40,7 +46,7 @@ from world_calibration import compose_trial  # noqa: E402
 from rmexp import zoo  # noqa: E402
 from rmexp.config import load_model_config  # noqa: E402
 from rmexp.rm.classifier import train_reward_model  # noqa: E402
-from rmexp.world.core import World  # noqa: E402
+from rmexp.world.core import World, chat_text  # noqa: E402
 from rmexp.world.data import preferences, rb2_rows  # noqa: E402
 from rmexp.world.domains import ATTRIBUTES, Math, number_text, parse_numbers  # noqa: E402
 
@@ -135,6 +141,72 @@ def evaluate(rm, world: World, prefs_seed: int) -> dict[str, float]:
     return out
 
 
+@torch.no_grad()
+def readout_features(model, tok, prompts: list[str], responses: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per (prompt, response): the base's last hidden state at the last token (what a classifier RM's head
+    reads) and the base LM's log P(response tokens | prompt), summed over the response's tokens."""
+    feats, loglik = [], []
+    for prompt, response in zip(prompts, responses):
+        n_prompt = len(tok(chat_text(prompt), add_special_tokens=False)["input_ids"])
+        ids = tok(chat_text(prompt, response), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        out = model(input_ids=ids, output_hidden_states=True)
+        feats.append(out.hidden_states[-1][0, -1].double().numpy())
+        logp = torch.log_softmax(out.logits[0, :-1].double(), -1).gather(1, ids[0, 1:, None])[:, 0]
+        loglik.append(float(logp[n_prompt - 1:].sum()))  # the tokens after the prompt
+    return np.stack(feats), np.array(loglik)
+
+
+def fit_linear_bt(diff: np.ndarray, l2: float) -> np.ndarray:
+    """w minimising mean(softplus(-diff @ w)) + l2 |w|^2 (Bradley-Terry with a linear head and no bias: the
+    pair's score difference is linear in its feature difference), by L-BFGS in float64."""
+    X = torch.tensor(diff, dtype=torch.float64)
+    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.softplus(-(X @ w)).mean() + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return w.detach().numpy()
+
+
+def readout(path: Path, world: World, n_pairs: int = 1500) -> dict[str, float]:
+    """`readout/loglik_heldout/<d>` and `readout/linear_heldout/<d>` (see the module docstring). The linear
+    head is fitted on pairs of 80% of the train-split prompts (`n_pairs`, each prompt several times with other
+    answers, as the preference data repeats them) and its L2 picked on pairs of the other 20%, prompts it never
+    saw (`readout/linear_val/<d>`), so the pick rewards transfer, not memorisation."""
+    model, tok = zoo.load_causal_lm(path)
+    model.eval()
+
+    def pairs(d: str, ps: list, n: int, tag: str) -> tuple[np.ndarray, np.ndarray]:
+        rng = random.Random(f"readout-{d}-{tag}")
+        ps = [ps[i % len(ps)] for i in range(n)]
+        texts = [p.text for p in ps]
+        hg, lg = readout_features(model, tok, texts, [world.correct(rng, p) for p in ps])
+        hb, lb = readout_features(model, tok, texts, [world.wrong(rng, p) for p in ps])
+        return hg - hb, lg - lb
+
+    out = {}
+    for d in DOMAINS:
+        train = list(world.prompts(d, "train"))
+        random.Random(f"readout-split-{d}").shuffle(train)
+        cut = int(0.8 * len(train))
+        x_fit, _ = pairs(d, train[:cut], n_pairs, "fit")
+        x_val, _ = pairs(d, train[cut:], max(1, n_pairs // 4), "val")
+        held = list(world.prompts(d, "heldout"))
+        x_held, ll_held = pairs(d, held, len(held), "heldout")
+        scale = np.abs(x_fit).mean(0) + 1e-6
+        fits = [(float(np.mean((x_val / scale) @ w > 0)), w)
+                for w in (fit_linear_bt(x_fit / scale, l2) for l2 in (1e-4, 1e-3, 1e-2, 1e-1))]
+        val, w = max(fits, key=lambda t: t[0])
+        out[f"readout/loglik_heldout/{d}"] = float(np.mean(ll_held > 0))
+        out[f"readout/linear_val/{d}"] = val
+        out[f"readout/linear_heldout/{d}"] = float(np.mean((x_held / scale) @ w > 0))
+    return out
+
+
 def _patch_entities(n: int) -> None:
     from rmexp.world import domains
 
@@ -150,11 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["toy_llama_s", "random_llama_s"])
     ap.add_argument("--variant", default="base", choices=("base", "checked"))
-    ap.add_argument("--size", type=int, default=3000)
+    ap.add_argument("--size", type=int, default=3000, help="RM preference pairs; 0: no RM (with --readout)")
     ap.add_argument("--mix", default=None, help="corpus mix of the base instead of the model's, e.g. 'Math=4,Ties=2'")
     ap.add_argument("--entities", type=int, default=48, help="Factuality entities (the world has 48)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--readout", action="store_true", help="also the frozen base's read-outs (readout/*)")
+    ap.add_argument("--readout-pairs", type=int, default=1500, help="pairs the linear read-out is fitted on")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for the RM trial config (train.lr=...)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -176,11 +250,15 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             zoo.build(mcfg, world, folder, progress=False)
         know = lm_knowledge(folder, world)
-        cfg = compose_trial(name, list(args.overrides), cache, bon=False)
-        prefs = preferences(world, args.size, {d: 1.0 for d in DOMAINS}, 0.0, seed=0)
-        with tempfile.TemporaryDirectory() as out:
-            rm = train_reward_model(folder, prefs, cfg, Path(out), progress=False)
-            res = evaluate(rm, world, 0)
+        if args.readout:
+            know |= readout(folder, world, args.readout_pairs)
+        res = {}
+        if args.size > 0:  # --size 0: the base's knowledge and read-outs only, no RM
+            cfg = compose_trial(name, list(args.overrides), cache, bon=False)
+            prefs = preferences(world, args.size, {d: 1.0 for d in DOMAINS}, 0.0, seed=0)
+            with tempfile.TemporaryDirectory() as out:
+                rm = train_reward_model(folder, prefs, cfg, Path(out), progress=False)
+                res = evaluate(rm, world, 0)
         cells = know | res
         print(f"{name} [{args.variant} size={args.size} ent={args.entities} mix={args.mix} {' '.join(args.overrides)}] {time.time() - t0:.0f}s  "
               + "  ".join(f"{k}={v:.3f}" for k, v in sorted(cells.items())), flush=True)

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,13 +201,60 @@ def test_sampling_script_tiny(tmp_path, capsys):
 
 def test_world_transfer_probe_tiny(tmp_path, capsys):
     """The probe of docs/world_calibration.md end to end on the xs base and 200 pairs (~20 s)."""
-    argv = ["--models", "toy_llama_xs", "--size", "200", "--cache-dir", str(tmp_path), "train.epochs=1"]
+    argv = ["--models", "toy_llama_xs", "--size", "200", "--cache-dir", str(tmp_path), "--readout",
+            "--readout-pairs", "40", "train.epochs=1"]
     assert _load("world_transfer_probe").main(argv) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("toy_llama_xs [base size=200")
     cells = dict(kv.split("=") for kv in line.split("  ")[1:])
-    for key in ("lm/Factuality", "lm/Math", "pair_heldout/Factuality", "pair_train/Math", "rb2/Factuality", "rb2/Math"):
+    for key in ("lm/Factuality", "lm/Math", "pair_heldout/Factuality", "pair_train/Math", "rb2/Factuality", "rb2/Math",
+                "readout/loglik_heldout/Factuality", "readout/linear_heldout/Math", "readout/linear_val/Factuality"):
         assert 0.0 <= float(cells[key]) <= 1.0, key
+
+
+def test_probe_readout_loglik_is_the_response_log_likelihood():
+    """The probe's log-likelihood read-out equals -(HF's mean cross-entropy over the response tokens) x their
+    count, computed by the model's own loss with the prompt masked out."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rmexp.world.core import World, chat_text
+    from rmexp.world.tokenizer import build_tokenizer
+
+    probe = _load("world_transfer_probe")
+    tok = build_tokenizer(World(0).vocab)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=128)).eval()
+    prompts, responses = ["what is 2 plus 3 ?", "what is the color of zorvex ?"], ["2 plus 3 is 5 .", "it is blue ."]
+    feats, loglik = probe.readout_features(model, tok, prompts, responses)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        n_prompt = len(tok(chat_text(p), add_special_tokens=False)["input_ids"])
+        ids = tok(chat_text(p, r), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        labels = ids.clone()
+        labels[0, :n_prompt] = -100
+        with torch.no_grad():
+            out = model(input_ids=ids, labels=labels, output_hidden_states=True)
+        n_resp = ids.shape[1] - n_prompt
+        assert loglik[i] == pytest.approx(-out.loss.item() * n_resp, rel=1e-5)
+        assert np.allclose(feats[i], out.hidden_states[-1][0, -1].numpy(), atol=1e-6)
+
+
+def test_probe_linear_bt_fit_separates_a_separable_set():
+    """On pair differences that a known direction separates with a margin, the fitted head agrees with it on
+    every pair (and on fresh pairs from the same rule)."""
+    probe = _load("world_transfer_probe")
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=8)
+
+    def draw(n):
+        x = rng.normal(size=(n, 8))
+        x = x[np.abs(x @ true) > 0.5]
+        return x * np.sign(x @ true)[:, None]  # every difference points the "chosen is better" way
+
+    w = probe.fit_linear_bt(draw(400), 1e-4)
+    assert np.mean(draw(400) @ w > 0) > 0.97
+    cos = w @ true / np.linalg.norm(w) / np.linalg.norm(true)
+    assert cos > 0.9
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the script runs for minutes")
