@@ -102,7 +102,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 2
-    lr: float = 2e-3
+    lr: float = 5e-4                 # conf/train/default.yaml says why
     schedule: str = "cosine"         # constant | linear | cosine, after warmup
     warmup_ratio: float = 0.05
     batch_size: int = 32             # pairs per step

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rmexp import replicates as R
+from rmexp import tracking as T
 
 REPO = Path(__file__).resolve().parent.parent
 HEADLINE_COLUMNS = ("eval/acc", "rb2/overall", "rb1/overall", "bon/gain_16", "bon/gain_64", "ppo/gold_delta", "ppo/kl")
@@ -50,6 +51,17 @@ def _sweep_wall(client, parent_run_id: str | None) -> str:
         return "?"
     s = (info.end_time - info.start_time) / 1000
     return f"{int(s // 60)} min {int(s % 60)} s"
+
+
+def _sweep_command(client, parent_run_id: str | None, default: str) -> str:
+    """The command the sweep ran with (the parent run's `rmexp.command` tag, e.g. with `sweep.replicates=2`),
+    less its `tracking.uri=` (the store is named in the header); the study's own command when there is no tag."""
+    if client is None or not parent_run_id:
+        return default
+    tag = client.get_run(parent_run_id).data.tags.get(T.COMMAND_TAG)
+    if not tag:
+        return default
+    return " ".join(w for w in shlex.split(tag) if not w.startswith("tracking.uri="))
 
 
 def config_table(trials: pd.DataFrame) -> str:
@@ -99,7 +111,7 @@ def study_section(study, trials: pd.DataFrame, out_dir: Path, n_boot: int, seed:
     parent = trials.attrs.get("parent_run_id")
     counts = ", ".join(f"{sum(r.verdict == v for r in results)} {v}" for v in VERDICTS)
     out = [f"## {study.sweep}", "",
-           f"`{study.command}` — parent run `{parent}`, {len(trials)} finished trials, {n_configs} configs, "
+           f"`{_sweep_command(client, parent, study.command)}` — parent run `{parent}`, {len(trials)} finished trials, {n_configs} configs, "
            f"sweep wall time {_sweep_wall(client, parent)}.", "",
            f"Paper: {study.paper}", "", f"Finding: {study.finding}", "", f"Verdicts: {counts}.", "",
            verdict_table(results), "", "Per config (mean ± SE):", "", config_table(trials), ""]

@@ -72,14 +72,22 @@ def test_report_on_a_fake_store(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     trials = base_models_replicated()
     parent = make_sweep(uri, "base_models", trials, tmp_path / "artifacts")
-    make_sweep(uri, "overoptimization", overopt_trials(), tmp_path / "artifacts")
+    from mlflow import MlflowClient
+
+    from rmexp.tracking import COMMAND_TAG
+    # the sweep's own command line, as the driver tags its parent run (the store's uri is in the header)
+    MlflowClient(tracking_uri=uri).set_tag(parent, COMMAND_TAG, "python -m rmexp +sweep=base_models "
+                                           f"sweep.replicates=2 tracking.uri={uri}")
+    over = make_sweep(uri, "overoptimization", overopt_trials(), tmp_path / "artifacts")
     out = tmp_path / "docs" / "results.md"
     rc = report.main(["--studies", "base_models", "overoptimization", "epochs", "--out", str(out),
                       "--tracking-uri", uri, "--n-boot", "200"])
     assert rc == 0
     text = out.read_text()
     assert text.startswith("# Results") and "python -m rmexp.report --studies base_models" in text
-    assert f"parent run `{parent}`, 16 finished trials, 8 configs" in text
+    assert f"`python -m rmexp +sweep=base_models sweep.replicates=2` — parent run `{parent}`, 16 finished trials, " \
+           "8 configs" in text
+    assert f"`python -m rmexp +sweep=overoptimization` — parent run `{over}`" in text  # untagged: the study's command
     # pretrained > random init: 2 pairs x 2 seeds, a replicate-level interval
     row = next(line for line in text.splitlines() if line.startswith("| pretrained > random-init on RB2"))
     assert "two-stage bootstrap (pairs, seeds)" in row and "**agrees**" in row
