@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rmexp import replicates as R
+from rmexp.bench import RB2_SUBSETS
 from rmexp import tracking as T
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,13 +65,13 @@ def _sweep_command(client, parent_run_id: str | None, default: str) -> str:
     return " ".join(w for w in shlex.split(tag) if not w.startswith("tracking.uri="))
 
 
-def config_table(trials: pd.DataFrame) -> str:
-    """Per config: the params that vary (seed aside), replicates, and each headline metric as the replicate mean
-    ± its SE (seed SD / sqrt(k) with replicates; else the trial's own `<metric>_se` where logged)."""
+def config_table(trials: pd.DataFrame, columns: Sequence[str] = HEADLINE_COLUMNS) -> str:
+    """Per config: the params that vary (seed aside), replicates, and each of ``columns`` present as the replicate
+    mean ± its SE (seed SD / sqrt(k) with replicates; else the trial's own `<metric>_se` where logged)."""
     means = R.config_means(trials)
     keys = R.config_keys(trials)
     varying = [c for c in R.config_columns(trials) if trials[c].astype(str).nunique() > 1]
-    metrics = [m for m in HEADLINE_COLUMNS if m in trials.columns]
+    metrics = [m for m in columns if m in trials.columns]
     head = [c.removeprefix("param:") for c in varying] + ["seeds"] + metrics
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, k in enumerate(dict.fromkeys(keys)):
@@ -115,6 +116,10 @@ def study_section(study, trials: pd.DataFrame, out_dir: Path, n_boot: int, seed:
            f"sweep wall time {_sweep_wall(client, parent)}.", "",
            f"Paper: {study.paper}", "", f"Finding: {study.finding}", "", f"Verdicts: {counts}.", "",
            verdict_table(results), "", "Per config (mean ± SE):", "", config_table(trials), ""]
+    domains = [f"rb2/{d}" for d in RB2_SUBSETS if f"rb2/{d}" in trials.columns]
+    if domains:  # is every domain an instrument? (chance: 0.25 for 1 chosen vs 3 rejected; Ties is scored otherwise)
+        out += ["RewardBench 2 per domain (mean ± SE; chance 0.25 except Ties):", "",
+                config_table(trials, domains), ""]
     pairs = [(b, d) for b, d in HEADLINE_PAIRS if b in trials.columns and d in trials.columns]
     rows = [R.correlate_two_level(trials, b, d, "pearson", n_boot=n_boot, seed=seed) for b, d in pairs]
     rows = [r for r in rows if r["n"] >= 3]

@@ -24,7 +24,8 @@ def base_models_replicated(seeds: int = 2):
                 params = {"model": f"{'random' if init == 'random' else 'toy'}_{fam}_{size}", "model.family": fam,
                           "model.size": size, "model.init": init, "seed": s}
                 out.append((params, {"rb2/overall": rb2, "rb2/overall_se": 0.02, "eval/acc": 0.5 + 0.4 * rb2,
-                                     "bon/gain_16": 0.4 * rb2 + 0.01 * rng.normal(), "bon/gold_16": 0.4 + rb2}))
+                                     "bon/gain_16": 0.4 * rb2 + 0.01 * rng.normal(), "bon/gold_16": 0.4 + rb2,
+                                     "rb2/Factuality": 0.25 + 0.1 * s + (0.2 if init == "pretrained" else 0.0)}))
     return out
 
 
@@ -88,6 +89,10 @@ def test_report_on_a_fake_store(tmp_path, capsys):
     assert f"`python -m rmexp +sweep=base_models sweep.replicates=2` — parent run `{parent}`, 16 finished trials, " \
            "8 configs" in text
     assert f"`python -m rmexp +sweep=overoptimization` — parent run `{over}`" in text  # untagged: the study's command
+    # the per-domain RB2 table: toy_llama_m's Factuality is 0.45 and 0.55 over its 2 seeds -> 0.500 ± 0.050
+    domains = text.split("RewardBench 2 per domain (mean ± SE; chance 0.25 except Ties):")[1].split("\n\n")[1]
+    assert domains.splitlines()[0].endswith("| seeds | rb2/Factuality |")
+    assert any(li.startswith("| toy_llama_m |") and li.endswith("| 2 | 0.500 ± 0.050 |") for li in domains.splitlines())
     # pretrained > random init: 2 pairs x 2 seeds, a replicate-level interval
     row = next(line for line in text.splitlines() if line.startswith("| pretrained > random-init on RB2"))
     assert "two-stage bootstrap (pairs, seeds)" in row and "**agrees**" in row
