@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from rmexp import replicates as R
-from rmexp.bench import RB2_SUBSETS
 from rmexp import tracking as T
+from rmexp.bench import RB2_SUBSETS
 
 REPO = Path(__file__).resolve().parent.parent
 HEADLINE_COLUMNS = ("eval/acc", "rb2/overall", "rb1/overall", "bon/gain_16", "bon/gain_64", "ppo/gold_delta", "ppo/kl")
@@ -111,8 +111,9 @@ def study_section(study, trials: pd.DataFrame, out_dir: Path, n_boot: int, seed:
     n_configs = len(set(keys))
     parent = trials.attrs.get("parent_run_id")
     counts = ", ".join(f"{sum(r.verdict == v for r in results)} {v}" for v in VERDICTS)
+    command = _sweep_command(client, parent, study.command)
     out = [f"## {study.sweep}", "",
-           f"`{_sweep_command(client, parent, study.command)}` — parent run `{parent}`, {len(trials)} finished trials, {n_configs} configs, "
+           f"`{command}` — parent run `{parent}`, {len(trials)} finished trials, {n_configs} configs, "
            f"sweep wall time {_sweep_wall(client, parent)}.", "",
            f"Paper: {study.paper}", "", f"Finding: {study.finding}", "", f"Verdicts: {counts}.", "",
            verdict_table(results), "", "Per config (mean ± SE):", "", config_table(trials), ""]
