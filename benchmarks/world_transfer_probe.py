@@ -16,8 +16,8 @@ The world seed is 0 and the RM seed the trial's; the monkeypatched variants neve
 `--readout` also asks where the base keeps what it knows, before any RM training (`readout/*`, held-out pairs):
 `loglik` = how often the base LM's own log P(response | prompt) is higher for the correct answer (the knowledge
 in its next-token predictions), `linear` = a Bradley-Terry linear head fitted on the frozen base's last hidden
-state at the RM's read-out token (the last token) on train-split pairs, L2 picked on train-split prompts it was not fitted on
-(is "this answer is right" linearly there, where a classifier RM reads?).
+state at the RM's read-out token (the last token) on train-split pairs, L2 picked on train-split prompts it was
+not fitted on (is "this answer is right" linearly there, where a classifier RM reads?).
 
 Variants (the corpus is the only thing they change):
   base     the world's corpus as it is.
