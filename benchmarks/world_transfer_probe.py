@@ -17,7 +17,8 @@ The world seed is 0 and the RM seed the trial's; the monkeypatched variants neve
 `loglik` = how often the base LM's own log P(response | prompt) is higher for the correct answer (the knowledge
 in its next-token predictions), `linear` = a Bradley-Terry linear head fitted on the frozen base's last hidden
 state at the RM's read-out token (the last token) on train-split pairs, L2 picked on train-split prompts it was
-not fitted on (is "this answer is right" linearly there, where a classifier RM reads?).
+not fitted on (is "this answer is right" linearly there, where a classifier RM reads?), and `verdict` = the LM's
+own yes/no after a held-out fact in the `checked` corpus' format (did checked statements teach a verdict?).
 
 Variants (the corpus is the only thing they change):
   base     the world's corpus as it is.
@@ -172,6 +173,29 @@ def fit_linear_bt(diff: np.ndarray, l2: float) -> np.ndarray:
     return w.detach().numpy()
 
 
+@torch.no_grad()
+def verdict_readout(model, tok, world: World, seed: int = 0) -> float:
+    """How often the base LM's own verdict, log P("yes") - log P("no") after a held-out fact stated in the
+    `checked` corpus' exact format ("the color of zorvex is blue ."), is higher for the true value than for a
+    wrong one: did pretraining on checked statements teach a verdict that generalises? (0.5 = no.)"""
+    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    fact = world.domains["Factuality"]
+    rng = random.Random(f"verdict-{seed}")
+
+    def margin(text: str) -> float:
+        ids = tok(f"<bos> {text}", add_special_tokens=False, return_tensors="pt")["input_ids"]
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, -1].double(), -1)
+        return float(logp[yes] - logp[no])
+
+    wins = []
+    for p in world.prompts("Factuality", "heldout"):
+        e, a = p.get("entity"), p.get("attribute")
+        true = fact.kb[(e, a)]
+        wrong = rng.choice([w for w in ATTRIBUTES[a] if w != true])
+        wins.append(margin(f"the {a} of {e} is {true} .") > margin(f"the {a} of {e} is {wrong} ."))
+    return float(np.mean(wins))
+
+
 def readout(path: Path, world: World, n_pairs: int = 1500) -> dict[str, float]:
     """`readout/loglik_heldout/<d>` and `readout/linear_heldout/<d>` (see the module docstring). The linear
     head is fitted on pairs of 80% of the train-split prompts (`n_pairs`, each prompt several times with other
@@ -188,7 +212,7 @@ def readout(path: Path, world: World, n_pairs: int = 1500) -> dict[str, float]:
         hb, lb = readout_features(model, tok, texts, [world.wrong(rng, p) for p in ps])
         return hg - hb, lg - lb
 
-    out = {}
+    out = {"readout/verdict_heldout/Factuality": verdict_readout(model, tok, world)}
     for d in DOMAINS:
         train = list(world.prompts(d, "train"))
         random.Random(f"readout-split-{d}").shuffle(train)

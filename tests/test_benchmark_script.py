@@ -208,7 +208,8 @@ def test_world_transfer_probe_tiny(tmp_path, capsys):
     assert line.startswith("toy_llama_xs [base size=200")
     cells = dict(kv.split("=") for kv in line.split("  ")[1:])
     for key in ("lm/Factuality", "lm/Math", "pair_heldout/Factuality", "pair_train/Math", "rb2/Factuality", "rb2/Math",
-                "readout/loglik_heldout/Factuality", "readout/linear_heldout/Math", "readout/linear_val/Factuality"):
+                "readout/loglik_heldout/Factuality", "readout/linear_heldout/Math", "readout/linear_val/Factuality",
+                "readout/verdict_heldout/Factuality"):
         assert 0.0 <= float(cells[key]) <= 1.0, key
 
 
