@@ -89,10 +89,8 @@ def patch_corpus(world: World, variant: str) -> None:
 
 
 @torch.no_grad()
-def lm_knowledge(path: Path, world: World) -> dict[str, float]:
+def lm_knowledge(model, tok, world: World) -> dict[str, float]:
     """Argmax accuracy of the first answer token after '... is' on held-out facts / one-step sums."""
-    model, tok = zoo.load_causal_lm(path)
-    model.eval()
     out = {}
     for d in DOMAINS:
         hits = n = 0
@@ -196,13 +194,11 @@ def verdict_readout(model, tok, world: World, seed: int = 0) -> float:
     return float(np.mean(wins))
 
 
-def readout(path: Path, world: World, n_pairs: int = 1500) -> dict[str, float]:
+def readout(model, tok, world: World, n_pairs: int = 1500) -> dict[str, float]:
     """`readout/loglik_heldout/<d>` and `readout/linear_heldout/<d>` (see the module docstring). The linear
     head is fitted on pairs of 80% of the train-split prompts (`n_pairs`, each prompt several times with other
     answers, as the preference data repeats them) and its L2 picked on pairs of the other 20%, prompts it never
     saw (`readout/linear_val/<d>`), so the pick rewards transfer, not memorisation."""
-    model, tok = zoo.load_causal_lm(path)
-    model.eval()
 
     def pairs(d: str, ps: list, n: int, tag: str) -> tuple[np.ndarray, np.ndarray]:
         rng = random.Random(f"readout-{d}-{tag}")
@@ -273,9 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (folder / "config.json").exists():
             folder.mkdir(parents=True, exist_ok=True)
             zoo.build(mcfg, world, folder, progress=False)
-        know = lm_knowledge(folder, world)
+        base, tok = zoo.load_causal_lm(folder)
+        base.eval()
+        know = lm_knowledge(base, tok, world)
         if args.readout:
-            know |= readout(folder, world, args.readout_pairs)
+            know |= readout(base, tok, world, args.readout_pairs)
         res = {}
         if args.size > 0:  # --size 0: the base's knowledge and read-outs only, no RM
             cfg = compose_trial(name, list(args.overrides), cache, bon=False)

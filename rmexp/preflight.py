@@ -282,6 +282,7 @@ def _tokenizer(cfg: DictConfig, mcfg: DictConfig | None = None, key: str = "mode
         raise ConfigError(f"config error: {key}={mcfg.path!r}: cannot load its tokenizer "
                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
+
 def _check_coverage(cfg: DictConfig, tok, rows: list[dict]) -> None:
     from rmexp import guards
 

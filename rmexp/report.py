@@ -44,22 +44,18 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _sweep_wall(client, parent_run_id: str | None) -> str:
-    if client is None or not parent_run_id:
-        return "?"
-    info = client.get_run(parent_run_id).info
-    if not info.end_time or not info.start_time:
+def _sweep_wall(parent_run) -> str:
+    info = parent_run.info if parent_run is not None else None
+    if info is None or not info.end_time or not info.start_time:
         return "?"
     s = (info.end_time - info.start_time) / 1000
     return f"{int(s // 60)} min {int(s % 60)} s"
 
 
-def _sweep_command(client, parent_run_id: str | None, default: str) -> str:
+def _sweep_command(parent_run, default: str) -> str:
     """The command the sweep ran with (the parent run's `rmexp.command` tag, e.g. with `sweep.replicates=2`),
     less its `tracking.uri=` (the store is named in the header); the study's own command when there is no tag."""
-    if client is None or not parent_run_id:
-        return default
-    tag = client.get_run(parent_run_id).data.tags.get(T.COMMAND_TAG)
+    tag = parent_run.data.tags.get(T.COMMAND_TAG) if parent_run is not None else None
     if not tag:
         return default
     return " ".join(w for w in shlex.split(tag) if not w.startswith("tracking.uri="))
@@ -111,10 +107,10 @@ def study_section(study, trials: pd.DataFrame, out_dir: Path, n_boot: int, seed:
     n_configs = len(set(keys))
     parent = trials.attrs.get("parent_run_id")
     counts = ", ".join(f"{sum(r.verdict == v for r in results)} {v}" for v in VERDICTS)
-    command = _sweep_command(client, parent, study.command)
+    parent_run = client.get_run(parent) if client is not None and parent else None
     out = [f"## {study.sweep}", "",
-           f"`{command}` — parent run `{parent}`, {len(trials)} finished trials, {n_configs} configs, "
-           f"sweep wall time {_sweep_wall(client, parent)}.", "",
+           f"`{_sweep_command(parent_run, study.command)}` — parent run `{parent}`, {len(trials)} finished trials, "
+           f"{n_configs} configs, sweep wall time {_sweep_wall(parent_run)}.", "",
            f"Paper: {study.paper}", "", f"Finding: {study.finding}", "", f"Verdicts: {counts}.", "",
            verdict_table(results), "", "Per config (mean ± SE):", "", config_table(trials), ""]
     domains = [f"rb2/{d}" for d in RB2_SUBSETS if f"rb2/{d}" in trials.columns]

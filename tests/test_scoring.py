@@ -77,4 +77,3 @@ def test_unsupported_layers_run_the_whole_model():
     assert not scoring._supported(model.base_model.h[-1])
     seqs = _seqs(20)
     torch.testing.assert_close(scoring.grouped_scores(model, seqs), _padded(model, seqs), atol=1e-5, rtol=0)
-
