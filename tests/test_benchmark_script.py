@@ -267,3 +267,32 @@ def test_gpu_check_refuses_without_cuda(tmp_path):
                          env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)})
     assert res.returncode != 0 and "no CUDA device" in res.stderr
     assert "wrote" not in res.stdout  # it stops before any work
+
+
+def test_probe_verdict_readout_compares_true_and_wrong_statements():
+    """A stand-in LM that says "yes" exactly after statements of true held-out facts scores 1.0; one that says
+    it after false statements scores 0.0 (the read-out compares the true value's verdict with a wrong one's)."""
+    from types import SimpleNamespace
+
+    from rmexp.world.core import World
+    from rmexp.world.tokenizer import build_tokenizer
+
+    probe = _load("world_transfer_probe")
+    world = World(0)
+    tok = build_tokenizer(world.vocab)
+    fact = world.domains["Factuality"]
+    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+
+    def stand_in(says_yes_when_true: bool):
+        def model(input_ids):
+            words = tok.convert_ids_to_tokens(input_ids[0].tolist())
+            entity, value = words[words.index("of") + 1], words[words.index("is") + 1]
+            attribute = words[words.index("the") + 1]
+            is_true = fact.kb[(entity, attribute)] == value
+            logits = torch.zeros(1, input_ids.shape[1], len(tok))
+            logits[0, -1, yes if is_true == says_yes_when_true else no] = 5.0
+            return SimpleNamespace(logits=logits)
+        return model
+
+    assert probe.verdict_readout(stand_in(True), tok, world) == 1.0
+    assert probe.verdict_readout(stand_in(False), tok, world) == 0.0
