@@ -10,7 +10,7 @@ each, up to `max_new_tokens` new tokens at temperature 1. Rows, all in one run o
   `num_return_sequences=n`, HF's own KV cache and sampling loop);
 - before / no-cache: what PPO rollouts did (`rmexp.ppo.generate`: the whole prefix recomputed every token),
   in chunks of 64 rows as `rmexp.ppo.rollout`;
-- rmexp / kv-cache: `rmexp.sampling.generate` (one left-padded batch of up to 512 rows, KV cache).
+- rmexp / kv-cache: `rmexp.sampling.generate` (left-padded batches of up to `BATCH_ROWS` rows, KV cache).
 Metric: samples per second, best of `--repeats`. The last line holds the ratios of rmexp / each before row.
 """
 from __future__ import annotations
@@ -66,12 +66,12 @@ def no_cache(model, queries, n: int, max_new_tokens: int, seed: int) -> int:
 
 
 def kv_cache(model, queries, n: int, max_new_tokens: int, seed: int) -> int:
-    from rmexp.sampling import generate
+    from rmexp.sampling import BATCH_ROWS, generate
 
     rows = [q for q in queries for _ in range(n)]
     g = torch.Generator().manual_seed(seed)
-    for s in range(0, len(rows), 512):
-        generate(model, rows[s:s + 512], max_new_tokens, 1.0, EOS_ID, PAD_ID, g)
+    for s in range(0, len(rows), BATCH_ROWS):  # as sample_texts batches them
+        generate(model, rows[s:s + BATCH_ROWS], max_new_tokens, 1.0, EOS_ID, PAD_ID, g)
     return len(rows)
 
 

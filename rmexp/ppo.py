@@ -32,7 +32,7 @@ from torch import Tensor
 
 from rmexp import guards
 from rmexp.plots import save_figure
-from rmexp.sampling import generate as kv_generate
+from rmexp.sampling import draw_tokens, generate as kv_generate
 
 # ==================================================================================================
 # Primitives (pure tensor functions; tested in tests/test_ppo_math.py)
@@ -438,7 +438,8 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
         attn = (torch.arange(width, device=dev)[None, :] < (q_len + t)[:, None]).long()
         logits = model(input_ids=buf[:, :width], attention_mask=attn).logits[rows, q_len + t - 1].float()
         probs = torch.softmax(logits / temperature, dim=-1)
-        nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(dev)
+        u = torch.rand(B, dtype=torch.float64, generator=generator)  # the draws of rmexp.sampling.generate
+        nxt = draw_tokens(probs.cpu(), u).to(dev)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         out[:, t] = nxt
         buf[rows, q_len + t] = nxt

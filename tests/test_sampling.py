@@ -71,11 +71,12 @@ def test_sample_texts_same_seed_same_samples():
 
 
 # ---------------------------------------------------------------------------------------------------
-# The fast paths (distinct-prompt prefill, cache buffers, dropping ended rows, vectorised draws) must draw
-# exactly what the sampler drew before them (SAMPLER_VERSION 2: cached BoN samples and the pinned trial
-# metrics depend on it). This is that sampler, frozen.
+# The fast paths (distinct-prompt prefill, cache buffers, dropping ended rows) must not change a draw. This is the
+# plain KV-cache sampler they replace (HF's own cache, every row in the batch to the end, `torch.cat` masks), with
+# the same draws as `sampling.draw_tokens` written out again: one float64 uniform per row and step, and the
+# first cell whose cumulative probability exceeds u times the row's total.
 @torch.no_grad()
-def _generate_v2(model, queries, max_new_tokens, temperature, eos_id, pad_id, generator):
+def _generate_plain(model, queries, max_new_tokens, temperature, eos_id, pad_id, generator):
     B, width = len(queries), max(map(len, queries))
     ids = torch.full((B, width), pad_id, dtype=torch.long)
     attn = torch.zeros((B, width), dtype=torch.long)
@@ -92,7 +93,9 @@ def _generate_v2(model, queries, max_new_tokens, temperature, eos_id, pad_id, ge
     steps = 0
     for t in range(max_new_tokens):
         probs = torch.softmax(logits.float() / temperature, dim=-1)
-        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        u = torch.rand(B, dtype=torch.float64, generator=generator)
+        cdf = torch.cumsum(probs.double(), -1)
+        nxt = torch.tensor([int((cdf[i] > u[i] * cdf[i, -1]).nonzero()[0]) for i in range(B)])
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens[:, t] = nxt
         done |= nxt == eos_id
@@ -121,20 +124,20 @@ def _qwen2():
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "qwen2"])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_fast_sampler_draws_what_the_v2_sampler_drew(kind, temperature):
+def test_fast_sampler_draws_what_the_plain_sampler_draws(kind, temperature):
     model = _qwen2() if kind == "qwen2" else _lm(kind)
     g = torch.Generator().manual_seed(11)
     prompts = [torch.randint(2, 50, (int(n),), generator=g).tolist() for n in torch.randint(2, 12, (9,), generator=g)]
     rows = [q for q in prompts for _ in range(7)]  # best-of-N layout: each prompt n times in a row
     rows[5], rows[40] = rows[40], rows[5]  # and repeats that are not neighbours
     for seed in range(3):
-        ref = _generate_v2(model, rows, 20, temperature, EOS, PAD, torch.Generator().manual_seed(seed))
+        ref = _generate_plain(model, rows, 20, temperature, EOS, PAD, torch.Generator().manual_seed(seed))
         gen = torch.Generator().manual_seed(seed)
         ours = sampling.generate(model, rows, 20, temperature, EOS, PAD, gen)
         assert ours.tolist() == ref.tolist()
-        # the generator ends where multinomial would have left it (the next batch draws the same)
+        # the generator ends where the plain sampler leaves it (the next batch draws the same)
         gen_ref = torch.Generator().manual_seed(seed)
-        _generate_v2(model, rows, 20, temperature, EOS, PAD, gen_ref)
+        _generate_plain(model, rows, 20, temperature, EOS, PAD, gen_ref)
         assert torch.equal(gen.get_state(), gen_ref.get_state())
     ended = (ref == EOS).any(1)
     assert 0 < int(ended.sum()) < len(rows)  # rows ended at different steps: the ended-row path ran
@@ -146,23 +149,32 @@ def test_sampler_stops_when_every_row_has_ended():
     bias[EOS] = 3.0  # eos likely at every step: rows end at different steps, all long before max_new_tokens
     model.lm_head.bias = torch.nn.Parameter(bias)
     rows = [[5, 6]] * 30 + [[7, 8, 9]] * 10
-    ref = _generate_v2(model, rows, 50, 1.0, EOS, PAD, torch.Generator().manual_seed(2))
+    ref = _generate_plain(model, rows, 50, 1.0, EOS, PAD, torch.Generator().manual_seed(2))
     ours = sampling.generate(model, rows, 50, 1.0, EOS, PAD, torch.Generator().manual_seed(2))
     assert ours.tolist() == ref.tolist() and ours.shape[1] < 50  # stopped early, at the same step
 
 
-def test_exponential_draws_are_torchs_bit_for_bit():
-    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    for shape in [(3, 7), (64, 513)]:
-        ref = torch.empty(shape).exponential_(1.0, generator=g1)
-        ours = sampling.exponential_draws(shape, g2)
-        assert ours.dtype == torch.float32 and torch.equal(ours, ref)
-    assert torch.equal(g1.get_state(), g2.get_state())
-    # and so argmax(p / q) is multinomial's draw
-    p = torch.softmax(torch.randn(32, 50, generator=torch.Generator().manual_seed(1)), -1)
-    ref = torch.multinomial(p, 1, generator=torch.Generator().manual_seed(9)).squeeze(1)
-    ours = (p / sampling.exponential_draws(tuple(p.shape), torch.Generator().manual_seed(9))).argmax(-1)
-    assert torch.equal(ours, ref)
+def test_draw_tokens_inverts_the_cumulative_distribution_by_hand():
+    probs = torch.tensor([[0.2, 0.5, 0.3], [0.0, 0.0, 1.0], [0.5, 0.0, 0.5]])
+    # row 0: cumulative 0.2, 0.7, 1.0 -> u 0.1 -> 0, 0.2 -> 1 (0.2 is not above 0.2), 0.69 -> 1, 0.95 -> 2
+    for u, want in [(0.1, 0), (0.2, 1), (0.69, 1), (0.95, 2)]:
+        assert sampling.draw_tokens(probs[:1], torch.tensor([u], dtype=torch.float64)).tolist() == [want]
+    u = torch.tensor([0.0, 0.0, 0.5], dtype=torch.float64)
+    # zero-probability cells are skipped: u = 0 on row 1 gives cell 2; u = 0.5 on row 2 passes the empty cell 1
+    assert sampling.draw_tokens(probs, u).tolist() == [0, 2, 2]
+    # an unnormalised row is scaled by its total; u just below 1 stays inside the row
+    assert sampling.draw_tokens(torch.tensor([[2.0, 2.0]]), torch.tensor([1 - 1e-16], dtype=torch.float64)).tolist() == [1]
+
+
+def test_draw_tokens_sample_the_distribution():
+    g = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.05, 0.0, 0.25, 0.4, 0.3])
+    n = 200_000
+    draws = sampling.draw_tokens(p.expand(n, -1).contiguous(), torch.rand(n, dtype=torch.float64, generator=g))
+    freq = torch.bincount(draws, minlength=5).double() / n
+    se = (p.double() * (1 - p.double()) / n).sqrt()
+    assert freq[1] == 0  # never the zero-probability cell
+    assert bool(((freq - p.double()).abs() <= 5 * se + 1e-12).all()), freq.tolist()
 
 
 def test_nan_logits_are_refused_like_multinomial_does():
