@@ -149,8 +149,8 @@ class PolicyConfig:
 @dataclass
 class BonConfig:
     enabled: bool = True
-    prompts_per_domain: int = 50     # held-out prompts per domain: 300 in all
-    n_samples: int = 16              # samples per prompt (N_max)
+    prompts_per_domain: int = 150    # held-out prompts per domain, up to: the toy world's are all used (481)
+    n_samples: int = 64              # samples per prompt (N_max); gain_16 averages all 16-subsets of them
 
 
 @dataclass
@@ -176,7 +176,7 @@ class PPOConfig:
     gamma: float = 1.0
     lam: float = 0.95
     missing_eos_penalty: float = 1.0 # subtracted from the score of completions that never end
-    eval_prompts_per_domain: int = 50 # held-out prompts per domain for gold/proxy/KL, as many as BoN
+    eval_prompts_per_domain: int = 150 # held-out prompts per domain for gold/proxy/KL, as many as BoN
     eval_every: int = 10
     seed: int = 0                    # PPO's own seed (sampling, minibatch order): vary it without retraining the RM
 
