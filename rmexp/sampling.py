@@ -16,8 +16,9 @@ GPT-2 and Qwen2 shapes, and the draws against the distribution they sample):
   step costs one uniform per row, not one exponential per vocabulary cell as `torch.multinomial` does
   (`SAMPLER_VERSION` 3: the same distribution, other draws than version 2's multinomial). Every row draws its
   uniform, ended or not, so the stream does not depend on when rows leave the batch;
-- `sample_texts` runs batches of up to 2048 rows (the BoN default's 4,800 rows in 3 batches, not 10 of 512): the
-  per-step cost is mostly fixed overhead at these model sizes.
+- `sample_texts` runs batches of up to 2048 rows (the toy BoN default's 30,784 rows in 16 batches, not 61 of 512):
+  the per-step cost is mostly fixed overhead at these model sizes; a batch's cache positions (rows x (longest
+  prompt + new tokens)) stay within `BATCH_TOKENS`, which bounds the KV cache of a real policy's long prompts.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from transformers.cache_utils import DynamicLayer
 
 SAMPLER_VERSION = 3  # in every cache key of drawn samples: bump when the same seed would draw other samples
 BATCH_ROWS = 2048  # rows per generate call in sample_texts: the per-step cost is mostly fixed overhead at toy sizes
+BATCH_TOKENS = 2 ** 19  # and at most this many cache positions a batch (a 1.5B Qwen2 in bf16: ~15 GB of keys/values)
 COMPACT_AT = 0.75  # drop ended rows from the batch once at most this fraction of its rows is still running
 
 
@@ -162,10 +164,11 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
 def sample_texts(model, tok, queries: list[list[int]], n: int, temperature: float, max_new_tokens: int,
                  seed: int, batch_rows: int = BATCH_ROWS, stop_ids: Collection[int] | None = None) -> list[list[str]]:
     """n sampled responses per prompt (token ids), decoded; prompts are repeated n times and run in batches
-    of up to `batch_rows` rows, all drawing from one generator seeded with `seed`. Rows end at eos, or at any of
+    of up to `batch_rows` rows (fewer where the longest prompt would take the cache past `BATCH_TOKENS`), all drawing from one generator seeded with `seed`. Rows end at eos, or at any of
     `stop_ids` when given (special tokens, dropped by the decoding)."""
     model.eval()
     rows = [q for q in queries for _ in range(n)]
+    batch_rows = max(1, min(batch_rows, BATCH_TOKENS // (max(map(len, queries)) + max_new_tokens)))
     gen = torch.Generator().manual_seed(seed)
     texts: list[str] = []
     for s in range(0, len(rows), batch_rows):

@@ -70,6 +70,25 @@ def test_sample_texts_same_seed_same_samples():
     assert len({s for row in a for s in row}) > 3  # samples differ from each other
 
 
+def test_sample_texts_batches_stay_within_the_cache_budget(monkeypatch):
+    sizes = []
+
+    def fake_generate(model, rows, max_new_tokens, *args):
+        sizes.append(len(rows))
+        return torch.full((len(rows), 1), 7)
+
+    monkeypatch.setattr(sampling, "generate", fake_generate)
+    model = _lm("gpt2")
+    # 3 prompts x 10 samples; the longest prompt (7) + 5 new tokens = 12 positions a row: 100 // 12 = 8 rows a batch
+    monkeypatch.setattr(sampling, "BATCH_TOKENS", 100)
+    sampling.sample_texts(model, _Tok(), QUERIES, n=10, temperature=1.0, max_new_tokens=5, seed=0)
+    assert sizes == [8, 8, 8, 6]
+    sizes.clear()  # a generous budget: batch_rows rules
+    monkeypatch.setattr(sampling, "BATCH_TOKENS", 10_000)
+    sampling.sample_texts(model, _Tok(), QUERIES, n=10, temperature=1.0, max_new_tokens=5, seed=0, batch_rows=16)
+    assert sizes == [16, 14]
+
+
 # ---------------------------------------------------------------------------------------------------
 # The fast paths (distinct-prompt prefill, cache buffers, dropping ended rows) must not change a draw. This is the
 # plain KV-cache sampler they replace (HF's own cache, every row in the batch to the end, `torch.cat` masks), with
