@@ -70,7 +70,7 @@ def kv_cache(model, queries, n: int, max_new_tokens: int, seed: int) -> int:
 
     rows = [q for q in queries for _ in range(n)]
     g = torch.Generator().manual_seed(seed)
-    for s in range(0, len(rows), BATCH_ROWS):  # as sample_texts batches them
+    for s in range(0, len(rows), BATCH_ROWS):  # as sample_texts batches toy rows (BATCH_TOKENS does not bind)
         generate(model, rows[s:s + BATCH_ROWS], max_new_tokens, 1.0, EOS_ID, PAD_ID, g)
     return len(rows)
 

@@ -164,7 +164,8 @@ def generate(model, queries: list[list[int]], max_new_tokens: int, temperature: 
 def sample_texts(model, tok, queries: list[list[int]], n: int, temperature: float, max_new_tokens: int,
                  seed: int, batch_rows: int = BATCH_ROWS, stop_ids: Collection[int] | None = None) -> list[list[str]]:
     """n sampled responses per prompt (token ids), decoded; prompts are repeated n times and run in batches
-    of up to `batch_rows` rows (fewer where the longest prompt would take the cache past `BATCH_TOKENS`), all drawing from one generator seeded with `seed`. Rows end at eos, or at any of
+    of up to `batch_rows` rows (fewer where the longest prompt would take the cache past `BATCH_TOKENS`), all
+    drawing from one generator seeded with `seed`. Rows end at eos, or at any of
     `stop_ids` when given (special tokens, dropped by the decoding)."""
     model.eval()
     rows = [q for q in queries for _ in range(n)]

@@ -182,7 +182,8 @@ def test_draw_tokens_inverts_the_cumulative_distribution_by_hand():
     # zero-probability cells are skipped: u = 0 on row 1 gives cell 2; u = 0.5 on row 2 passes the empty cell 1
     assert sampling.draw_tokens(probs, u).tolist() == [0, 2, 2]
     # an unnormalised row is scaled by its total; u just below 1 stays inside the row
-    assert sampling.draw_tokens(torch.tensor([[2.0, 2.0]]), torch.tensor([1 - 1e-16], dtype=torch.float64)).tolist() == [1]
+    below_one = torch.tensor([1 - 1e-16], dtype=torch.float64)
+    assert sampling.draw_tokens(torch.tensor([[2.0, 2.0]]), below_one).tolist() == [1]
 
 
 def test_draw_tokens_sample_the_distribution():
