@@ -72,3 +72,14 @@ def fake_trial(cfg: DictConfig, out_dir: Path, progress=None):
     datasets = [describe_dataset("preferences", rows, {"generator": "fake_trial"}, "train")]
     return TrialResult(metrics=metrics, params={"model": cfg.model.name, "train.epochs": str(e)},
                        history=history, artifacts=[scores, plot], datasets=datasets)
+
+
+def dying_trial(cfg: DictConfig, out_dir: Path, progress=None):
+    """Kills its own process (a system failure, as when the OOM killer ends a worker) in the first trial with
+    ``train.margin > 0`` that runs in this working directory (the file ``died`` keeps its pid); otherwise
+    `fake_trial`."""
+    marker = Path.cwd() / "died"
+    if cfg.train.margin > 0 and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os._exit(1)
+    return fake_trial(cfg, out_dir, progress)

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from rmexp import sweep as S
 from rmexp import tracking as T
 from rmexp.analyze import PARENT_TAG, TRIAL_KEY_TAG
 from rmexp.config import CONF_DIR, ConfigError
-from tests.fake_trial import CALLS_FILE, fake_trial
+from tests.fake_trial import CALLS_FILE, dying_trial, fake_trial
 
 SWEEP_FILES = sorted((CONF_DIR / "sweep").glob("*.yaml"))
 
@@ -53,13 +54,17 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _run(overrides, tmp_path, axes=None):
+def _run(overrides, tmp_path, axes=None, trial_fn=fake_trial):
     ovs = [*overrides, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
     cfg = _compose(ovs)
     if axes is not None:  # replaces the sweep's axes (an override of sweep.axes would merge into them)
         with open_dict(cfg):
             cfg.sweep.axes = axes
-    return S.run_sweep(cfg, trial_fn=fake_trial, overrides=ovs, n_boot=200)
+    return S.run_sweep(cfg, trial_fn=trial_fn, overrides=ovs, n_boot=200)
+
+
+def _pids() -> list[int]:
+    return [int(line.split()[-1]) for line in Path(CALLS_FILE).read_text().splitlines()]
 
 
 # ---------------------------------------------------------------------------------------------------- grid
@@ -255,9 +260,32 @@ def test_failed_trials_are_isolated_and_rerun(ray_local, workdir, tmp_path, caps
     assert (again.n_cached, again.n_failed, _calls()) == (2, 2, 6)
 
 
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_dead_trial_process_is_retried_or_failed_and_replaced(retries, ray_local, workdir, tmp_path, capsys):
+    # The first trial's process dies (os._exit) once. With a retry Ray restarts the actor and reruns the trial;
+    # without one the trial is FAILED (a system failure) and the next trials run on a new actor.
+    axes = {"model": ["toy_llama_xs"], "train.epochs": [1, 2, 3], "train.margin": [0.5]}
+    result = _run(["+sweep=smoke", f"ray.max_retries={retries}", "ray.max_parallel=1"], tmp_path, axes,
+                  trial_fn=dying_trial)
+    died = int((workdir / "died").read_text())
+    if retries:
+        assert result.ok and result.count("FINISHED") == 3
+        assert _calls() == 3 and died not in _pids()
+        # one trial slot: the restarted actor ran all three trials in one process (a task could land on any
+        # of Ray's idle workers, warm or not)
+        assert len(set(_pids())) == 1 and os.getpid() not in _pids()
+    else:
+        assert result.n_failed == 1 and result.count("FINISHED") == 2
+        failed = next(t for t in result.trials if t.status == "FAILED")
+        assert failed.spec.axes["train.epochs"] == 1 and failed.error.startswith("Ray: ")
+        assert "after ray.max_retries=0 retries" in failed.error
+        assert _calls() == 2 and died not in _pids()
+
+
 def test_resume_runs_nothing_twice_and_keeps_correlations(ray_local, workdir, tmp_path, capsys):
     first = _run(["+sweep=smoke"], tmp_path)
     assert first.ok and first.count("FINISHED") == 4 and _calls() == 4
+    assert len(set(_pids())) <= 2  # two trial slots (2 CPUs): one long-lived process each
     client = MlflowClient(first.tracking_uri)
     corr1 = _corr(client, first.parent_run_id)
     assert "corr/pearson/rb2_overall__bon_gain_16" in corr1
@@ -300,15 +328,19 @@ def test_resume_runs_nothing_twice_and_keeps_correlations(ray_local, workdir, tm
 
 
 class _KillWhen:
-    """A stream for run_sweep's output that sends this process SIGTERM once a given text is printed."""
+    """A stream for run_sweep's output that sends this process SIGTERM once a given text is printed and
+    `calls` trials have started (a trial slot's process may still be starting when the first trial ends)."""
 
-    def __init__(self, text):
-        self.text, self.buf, self.sent = text, "", False
+    def __init__(self, text, calls=0):
+        self.text, self.buf, self.sent, self.calls = text, "", False, calls
 
     def write(self, s):
         self.buf += s
         if not self.sent and self.text in self.buf:
             self.sent = True
+            deadline = time.time() + 60
+            while _calls() < self.calls and time.time() < deadline:
+                time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGTERM)
         return len(s)
 
@@ -323,7 +355,7 @@ def test_killed_driver_loses_and_duplicates_nothing(ray_local, workdir, tmp_path
     with open_dict(cfg):
         cfg.sweep.axes = axes
     (tmp_path / "block").write_text("")
-    stream = _KillWhen("1/2 done")
+    stream = _KillWhen("1/2 done", calls=2)
     with pytest.raises(KeyboardInterrupt):
         S.run_sweep(cfg, trial_fn=fake_trial, overrides=ovs, n_boot=50, file=stream)
     assert "interrupted" in stream.buf and ray_local.is_initialized()

@@ -9,13 +9,13 @@ Three parts, each in its module:
 * :mod:`rmexp.sweep.grid` -- the axes expanded and every trial composed and validated (base = this
   invocation's command-line overrides; an axis replaces a command-line override of the same key). Any bad axis
   value stops the sweep before anything starts, with one line naming the axis and the value.
-* :mod:`rmexp.sweep.scheduler` -- Ray: the cluster joined or started, the resource ask checked, trials as tasks,
-  retries of system failures, files shipped back from other nodes.
+* :mod:`rmexp.sweep.scheduler` -- Ray: the cluster joined or started, the resource ask checked, one long-lived
+  actor per trial slot running trial after trial, retries of system failures, files shipped back from other nodes.
 * :mod:`rmexp.sweep.recorder` -- MLflow, the only writer: the parent run, one child run per trial (RUNNING while
   it runs), resume of finished trials as linked copies, the headline correlations, and every run ended.
 
-:func:`run_sweep` is the order of work: grid; Ray, with one warm-up task per trial slot (the workers import
-torch and the trial code meanwhile); recorder (experiment = the sweep name, or ``tracking.experiment``
+:func:`run_sweep` is the order of work: grid; Ray, with one actor per trial slot (the actors import torch
+and the trial code meanwhile); recorder (experiment = the sweep name, or ``tracking.experiment``
 when it is given on the command line; runs left RUNNING by a dead driver ended KILLED; finished trials looked
 up); Ray shut down again when every trial is cached (a resource ask no node meets is an error only when some
 trial must run); the parent run; cached trials; the trials (the analysis modules import meanwhile); the
@@ -93,7 +93,7 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
 
     with T.interrupt_on_signals(), ExitStack() as stack:
         sched: RayScheduler | None = None
-        if specs:  # 2. Ray first, so that its workers import torch & co. while the driver sets MLflow up
+        if specs:  # 2. Ray first, so that its actors import torch & co. while the driver sets MLflow up
             sched = RayScheduler(cfg, len(specs), warm_module=getattr(trial_fn, "__module__", None),
                                  defer_check=True)
             stack.callback(sched.shutdown)  # whatever fails before the try below (shutdown is idempotent)

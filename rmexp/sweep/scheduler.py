@@ -1,14 +1,19 @@
-"""The scheduler: trials as Ray tasks.
+"""The scheduler: trials as method calls on long-lived Ray actors, one per trial slot.
 
 Joins ``ray.address`` / ``$RAY_ADDRESS`` or starts a local Ray (``ray.num_cpus``); an already initialised Ray
-is reused (and not shut down). Every trial asks ``ray.cpus_per_trial`` CPUs and ``ray.gpus_per_trial`` GPUs; an
-ask that no node can ever satisfy fails before any trial starts (Ray would wait forever). At most
-``ray.max_parallel`` trials are in flight (default: as many as the cluster fits). Application errors are caught
-in the task and come back as a result (Ray does not retry them); a dead worker (a system failure) is retried by
-Ray ``ray.max_retries`` times. Workers run in the driver's working directory when it exists on their node, so the
-relative ``cache_dir`` is shared; on another node a trial's files are shipped back with its result.
+is reused (and not shut down; the actors are killed). Every trial slot is an actor asking
+``ray.cpus_per_trial`` CPUs and ``ray.gpus_per_trial`` GPUs for its lifetime; an ask that no node can ever
+satisfy fails before any trial starts (Ray would wait forever). At most ``ray.max_parallel`` trials are in
+flight (default: as many as the cluster fits). Why actors and not tasks: an actor imports torch, transformers and
+the trial's module once, when it starts (while the driver sets MLflow up), and every trial it runs finds them
+imported; a task goes to whichever idle worker Ray picks, and Ray starts several, so a warm-up task warmed a
+worker that the first trial did not get (measured: the first trial waited on its own imports). Application
+errors are caught in the actor and come back as a result (Ray does not retry them); a dead actor (a system
+failure) is restarted and its trial retried by Ray ``ray.max_retries`` times, then replaced. Trials run in the
+driver's working directory when it exists on their node, so the relative ``cache_dir`` is shared; on another node
+a trial's files are shipped back with its result.
 
-A worker's payload: ``{"ok": bool, "result": result_to_dict(...) | None, "error": traceback, "summary": line,
+A trial's payload: ``{"ok": bool, "result": result_to_dict(...) | None, "error": traceback, "summary": line,
 "start": t, "end": t, "node": id, "files": {relpath: bytes}}``.
 """
 from __future__ import annotations
@@ -127,22 +132,28 @@ def _trial_task(trial_fn: Callable, cfg: DictConfig, out_dir: str, cwd: str, thr
                 "end": time.time(), "node": node}
 
 
-def _warm_worker(module: str, threads: int) -> int:
-    """Runs once per trial slot as soon as Ray is up: the imports every trial pays for (torch, and the module
-    of the trial function: for `rmexp.trial`, transformers and the rest), so that a worker's start-up overlaps
-    with the driver's MLflow setup instead of delaying the first trials. Ray reuses the worker process for the
-    trials (CPU tasks keep their worker), which then find these modules imported."""
-    import importlib
+class TrialWorker:
+    """One trial slot (a Ray actor): the imports every trial pays for (torch, and the module of the trial
+    function: for `rmexp.trial`, transformers and the rest) run once, at start, and every trial of the slot runs
+    in this process. An import that fails here is left for the trial to report."""
 
-    try:
-        import torch
+    def __init__(self, module: str | None, threads: int):
+        import importlib
 
-        torch.set_num_threads(max(1, int(threads)))
-    except ImportError:
-        pass
-    if module and module != "__main__":
-        importlib.import_module(module)
-    return os.getpid()
+        try:
+            import torch
+
+            torch.set_num_threads(max(1, int(threads)))
+            if module and module != "__main__":
+                importlib.import_module(module)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def run(self, *args) -> dict:
+        return _trial_task(*args)
+
+    def __repr__(self) -> str:  # Ray's prefix of the actor's output lines: "(trial pid=...)"
+        return "trial"
 
 
 def _pack_files(paths: list[str], root: Path) -> dict[str, bytes]:
@@ -179,11 +190,11 @@ def unpack_files(payload: dict, out_dir: Path) -> None:
 
 
 class RayScheduler:
-    """Submits trials as Ray tasks and hands back their payloads as they arrive.
+    """Runs trials on ``limit`` actors (see :class:`TrialWorker`) and hands back their payloads as they arrive.
 
-    ``warm_module`` (the trial function's module): one warm-up task per trial slot is submitted at once (see
-    `_warm_worker`). ``defer_check``: a resource ask no node can meet is kept and raised by :meth:`plan` (the
-    driver starts Ray before it knows whether any trial must run; with every trial cached it never asks)."""
+    ``warm_module`` (the trial function's module) is what each actor imports when it starts. ``defer_check``: a
+    resource ask no node can meet is kept and raised by :meth:`plan` (the driver starts Ray before it knows
+    whether any trial must run; with every trial cached it never asks)."""
 
     def __init__(self, cfg: DictConfig, n_trials: int, warm_module: str | None = None, defer_check: bool = False):
         import ray
@@ -192,8 +203,8 @@ class RayScheduler:
         self.max_parallel = cfg.ray.max_parallel
         self.max_retries = int(cfg.ray.max_retries)
         self.started = _start_ray(cfg)
-        self.warmups: list[Any] = []
-        self.inflight: dict[Any, tuple[Any, float]] = {}
+        self.idle: list[Any] = []                                # actors without a trial
+        self.inflight: dict[Any, tuple[Any, float, Any]] = {}    # ref -> (tag, submitted, actor)
         self.resource_error: ResourceError | None = None
         try:
             self.fit = check_resources(self.cpus, self.gpus)
@@ -206,35 +217,50 @@ class RayScheduler:
             self.shutdown()
             raise
         self.driver_node = ray.get_runtime_context().get_node_id()
-        self.task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
-                               retry_exceptions=False)(_trial_task).options(name="trial")
+        self.worker = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=self.max_retries,
+                                 max_task_retries=self.max_retries)(TrialWorker)
+        self.warm_module = warm_module
         self.threads = max(1, int(round(self.cpus)))
         self.cwd = str(Path.cwd().resolve())
         self.limit = 1
         if self.resource_error is None:
             self.plan(n_trials)
-            if warm_module is not None:
-                warm = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(_warm_worker)
-                self.warmups = [warm.options(name="warm-up").remote(warm_module, self.threads)
-                                for _ in range(self.limit)]
 
     def plan(self, n_trials: int) -> None:
-        """At most ``ray.max_parallel`` (default: what the cluster fits) of ``n_trials`` trials in flight; raises
-        a deferred :class:`ResourceError`."""
+        """At most ``ray.max_parallel`` (default: what the cluster fits) of ``n_trials`` trials in flight, one
+        actor each (started here, so their imports begin at once; spare ones are killed); raises a deferred
+        :class:`ResourceError`."""
         if self.resource_error is not None:
             raise self.resource_error
         self.limit = max(1, min(int(self.max_parallel or self.fit), n_trials))
+        while len(self.idle) + len(self.inflight) < self.limit:
+            self.idle.append(self._new_actor())
+        while len(self.idle) + len(self.inflight) > self.limit and self.idle:
+            self._kill(self.idle.pop())
+
+    def _new_actor(self):
+        return self.worker.remote(self.warm_module, self.threads)
+
+    @staticmethod
+    def _kill(actor) -> None:
+        import ray
+
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead
+            pass
 
     def free(self) -> bool:
-        return len(self.inflight) < self.limit
+        return bool(self.idle) and len(self.inflight) < self.limit
 
     def submit(self, tag: Any, trial_fn: Callable, cfg: DictConfig, out_dir: Path, label: str) -> None:
-        ref = self.task.remote(trial_fn, cfg, str(out_dir), self.cwd, self.threads, label, self.driver_node)
-        self.inflight[ref] = (tag, time.time())
+        actor = self.idle.pop(0)
+        ref = actor.run.remote(trial_fn, cfg, str(out_dir), self.cwd, self.threads, label, self.driver_node)
+        self.inflight[ref] = (tag, time.time(), actor)
 
     def wait(self, timeout: float = 1.0) -> list[tuple[Any, dict]]:
-        """(tag, payload) of the trials that ended within ``timeout``; a task that Ray gave up on (a system
-        failure after its retries) comes back as a failed payload."""
+        """(tag, payload) of the trials that ended within ``timeout``; a trial whose actor Ray gave up on (a
+        system failure after its retries) comes back as a failed payload, and the actor is replaced."""
         import ray
 
         if not self.inflight:
@@ -242,28 +268,28 @@ class RayScheduler:
         ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
-            tag, submitted = self.inflight.pop(ref)
+            tag, submitted, actor = self.inflight.pop(ref)
             try:
                 payload = ray.get(ref)
+                self.idle.append(actor)
             except Exception as e:  # noqa: BLE001 - system failure after Ray's retries
                 payload = {"ok": False, "error": traceback.format_exc(),
                            "summary": f"Ray: {T.error_summary(e)} (after ray.max_retries={self.max_retries} retries)",
                            "start": submitted, "end": time.time()}
+                self._kill(actor)
+                self.idle.append(self._new_actor())
             out.append((tag, payload))
         return out
 
     def cancel_all(self) -> None:
-        import ray
-
-        for ref in [*self.inflight, *self.warmups]:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001
-                pass
+        """Kill every actor: running trials stop at once (their runs are the driver's to end)."""
+        for actor in [*(a for _, _, a in self.inflight.values()), *self.idle]:
+            self._kill(actor)
         self.inflight.clear()
-        self.warmups.clear()
+        self.idle.clear()
 
     def shutdown(self) -> None:
+        self.cancel_all()  # a cluster that outlives the sweep gets its CPUs back
         if self.started:
             import ray
 
