@@ -150,7 +150,16 @@ class TrialWorker:
             pass
 
     def run(self, *args) -> dict:
-        return _trial_task(*args)
+        try:
+            return _trial_task(*args)
+        finally:  # the next trial of this process starts from what a fresh worker would have on the GPU
+            import gc
+            import sys
+
+            gc.collect()
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def __repr__(self) -> str:  # Ray's prefix of the actor's output lines: "(trial pid=...)"
         return "trial"
