@@ -83,3 +83,12 @@ def dying_trial(cfg: DictConfig, out_dir: Path, progress=None):
         marker.write_text(str(os.getpid()))
         os._exit(1)
     return fake_trial(cfg, out_dir, progress)
+
+
+def slow_first_trial(cfg: DictConfig, out_dir: Path, progress=None):
+    """`fake_trial`, but the trial with ``train.epochs == 1`` first waits while a file ``block`` exists in the
+    working directory (at most 60 s): one slow trial beside fast ones."""
+    t0 = time.time()
+    while cfg.train.epochs == 1 and (Path.cwd() / "block").exists() and time.time() - t0 < 60:
+        time.sleep(0.05)
+    return fake_trial(cfg, out_dir, progress)

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from rmexp import sweep as S
 from rmexp import tracking as T
 from rmexp.analyze import PARENT_TAG, TRIAL_KEY_TAG
 from rmexp.config import CONF_DIR, ConfigError
-from tests.fake_trial import CALLS_FILE, dying_trial, fake_trial
+from tests.fake_trial import CALLS_FILE, dying_trial, fake_trial, slow_first_trial
 
 SWEEP_FILES = sorted((CONF_DIR / "sweep").glob("*.yaml"))
 
@@ -272,6 +273,29 @@ def test_a_dead_trial_process_fails_its_trial_and_is_replaced(ray_local, workdir
     assert "after ray.max_retries=0 retries" in failed.error
     pids = _pids()
     assert len(pids) == 2 and len(set(pids)) == 1 and died not in pids and os.getpid() not in pids
+
+
+def test_idle_trial_slots_give_their_cpus_back_while_the_last_trials_run(ray_local, workdir, tmp_path):
+    # Two slots, three trials, the first one slow: once the other two are done and nothing is queued, the idle
+    # slot's actor is killed and its CPU is free (on a shared cluster, for other jobs) while the slow trial runs.
+    (workdir / "block").write_text("")
+    freed = []
+
+    def watch():
+        deadline = time.time() + 60
+        while time.time() < deadline and not freed:
+            # the two fast trials done (the slow one writes its call after the wait)
+            if _calls() == 2 and ray_local.available_resources().get("CPU", 0) >= 1:
+                freed.append(time.time())
+            time.sleep(0.2)
+        (workdir / "block").unlink()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    result = _run(["+sweep=smoke", "ray.max_parallel=2"], tmp_path,
+                  {"model": ["toy_llama_xs"], "train.epochs": [1, 2, 3]}, trial_fn=slow_first_trial)
+    watcher.join()
+    assert result.ok and result.count("FINISHED") == 3 and len(freed) == 1
 
 
 def test_resume_runs_nothing_twice_and_keeps_correlations(ray_local, workdir, tmp_path, capsys):

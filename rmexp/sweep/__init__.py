@@ -182,6 +182,8 @@ def _run_trials(sched: RayScheduler, rec: Recorder, trial_fn: Callable, trials: 
     while sched.inflight:
         for t, payload in sched.wait(timeout=1.0):
             refill()  # keep the workers busy while the driver writes this trial's run to MLflow
+            if not queue:
+                sched.release_idle()
             out_dir = runs_root / t.spec.key
             if payload.get("ok"):
                 unpack_files(payload, out_dir)

@@ -9,7 +9,8 @@ the trial's module once, when it starts (while the driver sets MLflow up), and e
 imported; a task goes to whichever idle worker Ray picks, and Ray starts several, so a warm-up task warmed a
 worker that the first trial did not get (measured: the first trial waited on its own imports). Application
 errors are caught in the actor and come back as a result (Ray does not retry them); a dead actor (a system
-failure) is restarted and its trial retried by Ray ``ray.max_retries`` times, then replaced. Trials run in the
+failure) is restarted and its trial retried by Ray ``ray.max_retries`` times, then replaced. An actor left without
+a trial once none is queued is killed at once, so its CPUs and GPUs go back to the cluster. Trials run in the
 driver's working directory when it exists on their node, so the relative ``cache_dir`` is shared; on another node
 a trial's files are shipped back with its result.
 
@@ -258,6 +259,12 @@ class RayScheduler:
             ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already dead
             pass
+
+    def release_idle(self) -> None:
+        """Kill the actors without a trial (no trial is left to give them): on a shared cluster their CPUs and
+        GPUs go back to other jobs while the last trials run."""
+        while self.idle:
+            self._kill(self.idle.pop())
 
     def free(self) -> bool:
         return bool(self.idle) and len(self.inflight) < self.limit
