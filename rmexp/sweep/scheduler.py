@@ -19,8 +19,11 @@ A trial's payload: ``{"ok": bool, "result": result_to_dict(...) | None, "error":
 """
 from __future__ import annotations
 
+import gc
+import importlib
 import math
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -138,13 +141,10 @@ class TrialWorker:
     function: for `rmexp.trial`, transformers and the rest) run once, at start, and every trial of the slot runs
     in this process. An import that fails here is left for the trial to report."""
 
-    def __init__(self, module: str | None, threads: int):
-        import importlib
-
+    def __init__(self, module: str | None):
         try:
-            import torch
+            import torch  # noqa: F401  (its thread count is set per trial, by _trial_task)
 
-            torch.set_num_threads(max(1, int(threads)))
             if module and module != "__main__":
                 importlib.import_module(module)
         except Exception:  # noqa: BLE001
@@ -154,9 +154,6 @@ class TrialWorker:
         try:
             return _trial_task(*args)
         finally:  # the next trial of this process starts from what a fresh worker would have on the GPU
-            import gc
-            import sys
-
             gc.collect()
             torch = sys.modules.get("torch")
             if torch is not None and torch.cuda.is_available():
@@ -249,7 +246,7 @@ class RayScheduler:
             self._kill(self.idle.pop())
 
     def _new_actor(self):
-        return self.worker.remote(self.warm_module, self.threads)
+        return self.worker.remote(self.warm_module)
 
     @staticmethod
     def _kill(actor) -> None:
@@ -267,7 +264,7 @@ class RayScheduler:
             self._kill(self.idle.pop())
 
     def free(self) -> bool:
-        return bool(self.idle) and len(self.inflight) < self.limit
+        return bool(self.idle)  # idle + in flight never exceed the limit (plan, wait and release keep it so)
 
     def submit(self, tag: Any, trial_fn: Callable, cfg: DictConfig, out_dir: Path, label: str) -> None:
         actor = self.idle.pop(0)
