@@ -194,6 +194,7 @@ class RunResult:
     tokens_per_cpu_s: float | None = None  # with --threads 1 a load-insensitive measure of work per token
     padded_tokens: int = 0         # tokens the model actually ran on (padding included), all steps
     threads: int = 0
+    peak_memory_gib: float | None = None  # CUDA only: torch's peak allocated memory over the row (set-up included)
     error: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -476,9 +477,11 @@ def device_name(device: torch.device) -> str:
 
 def versions() -> dict:
     import transformers
-    import trl
     v = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-         "trl": trl.__version__}
+         "trl": "not importable"}  # the TRL rows then report their own ImportError; the other rows still count
+    with contextlib.suppress(ImportError):
+        import trl
+        v["trl"] = trl.__version__
     with contextlib.suppress(ImportError):
         import accelerate
         v["accelerate"] = accelerate.__version__
@@ -515,9 +518,13 @@ def run_benchmark(cfg: BenchConfig, compile_model: bool = False, repeats: int = 
             if (impl, setting) in skip:
                 continue
             t0 = time.perf_counter()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             try:
                 r = fn()
                 torch.set_num_threads(cfg.threads)  # in case a library changed it
+                if device.type == "cuda":
+                    r.peak_memory_gib = torch.cuda.max_memory_allocated(device) / 2**30
             except Exception as e:  # noqa: BLE001 - one failing row must not kill the others
                 r = RunResult(impl, setting, error=f"{type(e).__name__}: {e}")
                 log(f"[{impl}/{setting}] FAILED: {r.error}")
@@ -580,16 +587,17 @@ def format_table(report: dict) -> str:
         "",
     ]
     header = ["impl", "setting", "steps", "real tokens/s", "ratio vs TRL default", "in-step tok/s",
-              "median-step tok/s", "pad eff."]
+              "median-step tok/s", "pad eff.", "peak GiB"]
     body = []
     for r in report["rows"]:
         if r["tokens_per_s"] is None:
-            body.append([r["impl"], r["setting"], "-", "FAILED", "-", "-", "-", (r["error"] or "")[:60]])
+            body.append([r["impl"], r["setting"], "-", "FAILED", "-", "-", "-", "-", (r["error"] or "")[:60]])
             continue
         body.append([r["impl"], r["setting"], str(r["steps"]), f"{r['tokens_per_s']:,.0f}",
                      f"{r['ratio_vs_trl_default']:.2f}x" if r["ratio_vs_trl_default"] else "-",
                      f"{r['step_window_tokens_per_s']:,.0f}", f"{r['median_step_tokens_per_s']:,.0f}",
-                     f"{r['padding_efficiency']:.2f}" if r["padding_efficiency"] else "-"])
+                     f"{r['padding_efficiency']:.2f}" if r["padding_efficiency"] else "-",
+                     f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "-"])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
     fmt = lambda cells: " | ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths)))
