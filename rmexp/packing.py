@@ -17,6 +17,7 @@ Packing is planned on the host from Python lengths: building a batch needs no de
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ try:  # torch >= 2.10
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:  # pragma: no cover - older torch: the mask path only
     varlen_attn = None
+# torch 2.11's varlen_attn has no `enable_gqa` (later ones do): there the kv heads are shared by hand
+VARLEN_HAS_GQA = varlen_attn is not None and "enable_gqa" in inspect.signature(varlen_attn).parameters
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -199,11 +202,24 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         q = query.transpose(1, 2).reshape(B * T, H, D).to(dtype)
         k = key.transpose(1, 2).reshape(B * T, key.shape[1], D).to(dtype)
         v = value.transpose(1, 2).reshape(B * T, value.shape[1], D).to(dtype)
-        out = varlen_attn(q, k, v, cu, cu, kwargs["max_length_q"], kwargs["max_length_q"], scale=scaling,
-                          window_size=(-1, 0), enable_gqa=key.shape[1] != H)
+        out = causal_varlen(q, k, v, cu, kwargs["max_length_q"], scaling)
         return out.view(B, T, H, D), None
     rest = {k: v for k, v in kwargs.items() if k not in PACKED_KWARGS}
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **rest)
+
+
+def causal_varlen(q, k, v, cu_seqlens, max_seqlen: int, scale: float | None, kernel=None, has_gqa: bool | None = None):
+    """Causal attention within each cu_seqlens segment; q [T, H, D], k and v [T, H_kv, D] with H_kv dividing H
+    (query head h reads kv head h // (H / H_kv), as transformers' repeat_kv)."""
+    kernel = varlen_attn if kernel is None else kernel
+    has_gqa = VARLEN_HAS_GQA if has_gqa is None else has_gqa
+    groups = q.shape[1] // k.shape[1]
+    extra = {}
+    if groups > 1 and has_gqa:
+        extra["enable_gqa"] = True
+    elif groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    return kernel(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, scale=scale, window_size=(-1, 0), **extra)
 
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, packed_attention)

@@ -159,7 +159,7 @@ def test_varlen_on_cuda_equals_padded(kind):
     packing.enable_packed_attention(ours)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         rc0, rr0 = rm.pair_forward(ref, pairs, PAD)
-        packed = packing.pack_pairs(pairs, PAD, 256, rows=1, max_segments=32, max_seqlen=64).to("cuda")
+        packed = packing.pack_pairs(pairs, PAD, 512, rows=1, max_segments=32, max_seqlen=64).to("cuda")  # 12 seqs <= 40
         assert packing.use_varlen(ours, packed.input_ids.device)
         rc1, rr1 = packing.packed_pair_rewards(ours, packed)
     rm.pairwise_loss(rc0, rr0).backward()
@@ -169,6 +169,36 @@ def test_varlen_on_cuda_equals_padded(kind):
     for a, b in zip(ref.parameters(), ours.parameters()):
         if a.grad is not None:
             assert (b.grad - a.grad).norm() <= 5e-2 * a.grad.norm() + 1e-4
+
+
+def _segment_attention(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), **gqa):
+    """A reference varlen kernel: causal SDPA per segment; without `enable_gqa` it needs as many kv heads as
+    query heads (as torch 2.11's varlen_attn, whose signature has no enable_gqa)."""
+    assert window_size == (-1, 0)
+    assert gqa.get("enable_gqa", False) or k.shape[1] == q.shape[1]
+    out = torch.zeros_like(q)
+    for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+        seg = [t[a:b].transpose(0, 1) for t in (q, k, v)]  # [H, len, D]
+        out[a:b] = torch.nn.functional.scaled_dot_product_attention(
+            *seg, is_causal=True, scale=scale, enable_gqa=gqa.get("enable_gqa", False)).transpose(0, 1)
+    return out
+
+
+@pytest.mark.parametrize("has_gqa", [False, True])
+def test_varlen_call_shares_kv_heads_like_repeat_kv_with_or_without_the_kernels_gqa_flag(has_gqa):
+    """Query head h must read kv head h // groups whether the kernel takes `enable_gqa` or not; expected values:
+    each segment on its own through SDPA with the kv heads expanded as transformers' repeat_kv does."""
+    g = torch.Generator().manual_seed(0)
+    T, H, H_kv, D = 11, 4, 2, 8
+    q, k, v = (torch.randn(T, h, D, generator=g) for h in (H, H_kv, H_kv))
+    cu = torch.tensor([0, 4, 11], dtype=torch.int32)
+    out = packing.causal_varlen(q, k, v, cu, 7, 0.3, kernel=_segment_attention, has_gqa=has_gqa)
+    for a, b in ((0, 4), (4, 11)):
+        kk = k[a:b, :, None].expand(b - a, H_kv, H // H_kv, D).reshape(b - a, H, D)  # repeat_kv, written out
+        vv = v[a:b, :, None].expand(b - a, H_kv, H // H_kv, D).reshape(b - a, H, D)
+        ref = torch.nn.functional.scaled_dot_product_attention(
+            q[a:b].transpose(0, 1), kk.transpose(0, 1), vv.transpose(0, 1), is_causal=True, scale=0.3)
+        torch.testing.assert_close(out[a:b], ref.transpose(0, 1))
 
 
 def test_varlen_request_off_cuda_is_an_error_not_a_silent_full_attention():
