@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     device = tp.resolve_device(cfg)
     from rmexp import packing
 
+    t_start = time.perf_counter()
     model = tp.build_model(cfg, cfg.seed).to(device).eval()
     packing.enable_packed_attention(model)  # unpacked calls fall back to transformers' SDPA path
     seqs = make_texts(preset["n_texts"], cfg.min_len, cfg.max_len, cfg.vocab, tp.FIRST_TOKEN_ID, cfg.seed)
@@ -111,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         ("rmexp", "grouped"): lambda: score_grouped(model, seqs, preset["budget"], autocast()),
         ("rmexp", "packed"): lambda: packing.packed_scores(model, seqs, tp.PAD_ID, preset["budget"], autocast()),
     }
-    for fn in rows.values():  # untimed: first calls pay for allocations and kernel selection
+    progress = lambda msg: print(f"  [{time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    progress(f"model built, {len(seqs)} texts ({tokens} tokens) on {tp.device_name(device)}")
+    for (impl, setting), fn in rows.items():  # untimed: first calls pay for allocations and kernel selection
         fn()
+        tp._sync(device)
+        progress(f"warm-up {impl}/{setting} done")
     load_start = os.getloadavg()
     times: dict = {k: [] for k in rows}
     scores = {}
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             scores[key] = fn()
             tp._sync(device)
             times[key].append(time.perf_counter() - t0)
+            progress(f"repeat {len(times[key])}/{a.repeats} {'/'.join(key)}: {times[key][-1]:.2f}s")
     load_end = os.getloadavg()
     ref = scores[("padded", "fixed")]
     report = {"benchmark": "scoring", "preset": a.preset, "device": tp.device_name(device), "config": preset,
