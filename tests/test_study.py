@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -361,7 +362,8 @@ def test_study_files_exist():
 def test_study_file_valid_and_names_its_sweep(path):
     s = S.load_study(path)
     assert s.sweep == path.stem
-    assert s.command == f"python -m rmexp +sweep={s.sweep}"
+    assert s.command.split()[:4] == ["python", "-m", "rmexp", f"+sweep={s.sweep}"]
+    assert all(re.fullmatch(r"[a-z_.]+=\S+", o) for o in s.command.split()[4:])  # plain overrides, e.g. replicates
     conf = REPO / "conf" / "sweep" / f"{s.sweep}.yaml"
     assert conf.exists(), f"{path.name} names sweep {s.sweep!r} but {conf.relative_to(REPO)} does not exist"
     assert yaml.safe_load(conf.read_text())["sweep"]["name"] == s.sweep  # the MLflow experiment the study reads
