@@ -32,7 +32,6 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
-import scipy.stats
 
 
 def binomial_se(results: Sequence[float]) -> float:
@@ -77,6 +76,8 @@ def fisher_z_ci(r: float, n: int, ci: float = 0.95) -> tuple[float, float]:
     """Normal-theory interval for Pearson r from n pairs: tanh(atanh(r) -/+ z / sqrt(n - 3)); NaN for n < 4."""
     if n < 4 or not math.isfinite(r):
         return math.nan, math.nan
+    import scipy.stats  # here, not at the top: a trial process imports this module and never needs scipy (~1.3 s)
+
     z = math.atanh(min(max(r, -1 + 1e-15), 1 - 1e-15))
     half = scipy.stats.norm.ppf(0.5 + ci / 2.0) / math.sqrt(n - 3)
     return math.tanh(z - half), math.tanh(z + half)
@@ -160,6 +161,8 @@ def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Row-wise Spearman rho (Pearson r of average ranks); NaN where a row is constant."""
+    import scipy.stats
+
     return pearson_rows(scipy.stats.rankdata(x, axis=1), scipy.stats.rankdata(y, axis=1))
 
 
