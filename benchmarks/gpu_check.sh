@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One prepared GPU check, < 8 minutes on one H100/H200:
+# One prepared GPU check, < 8 minutes on one H100/H200 (the first two parts took ~4.5 min on an H200):
 #   1. the packed-vs-padded equivalence tests on CUDA (varlen flash attention, bf16; Llama, Qwen2, GPT-2 shapes)
 #   2. benchmarks/rm_throughput.py --preset gpu --compile (rmexp padded / packed / packed+compile, TRL default and
 #      without gradient checkpointing, the dense compiled ceiling; Qwen2-0.5B shape, bf16), one run
-# and writes both to benchmarks/results/<date>-<card>.json. Usage, from anywhere:
+#   3. benchmarks/scoring.py --preset gpu (padded vs rmexp's scoring paths, same model shape)
+# and writes all three to benchmarks/results/<date>-<card>.json. Usage, from anywhere:
 #   bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to pick the interpreter
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,13 +23,17 @@ timeout 120 "$PY" -m pytest -q -rs tests/test_packing.py -k "cuda" -p no:cachepr
 eq_rc=$?
 timeout 330 "$PY" benchmarks/rm_throughput.py --preset gpu --compile --json "$tmp/rm_gpu.json" >"$tmp/rm_gpu.txt" 2>&1
 rm_rc=$?
+timeout 150 "$PY" benchmarks/scoring.py --preset gpu --json "$tmp/scoring_gpu.json" >"$tmp/scoring_gpu.txt" 2>&1
+sc_rc=$?
 set -e
 tail -n 5 "$tmp/equivalence.txt"
 tail -n 14 "$tmp/rm_gpu.txt"
+tail -n 8 "$tmp/scoring_gpu.txt"
 
-"$PY" - "$tmp" "$out" "$card" "$eq_rc" "$rm_rc" <<'PYEOF'
+"$PY" - "$tmp" "$out" "$card" "$eq_rc" "$rm_rc" "$sc_rc" <<'PYEOF'
 import json, pathlib, re, sys
-tmp, out, card, eq_rc, rm_rc = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+tmp, out, card = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+eq_rc, rm_rc, sc_rc = (int(x) for x in sys.argv[4:7])
 eq = (tmp / "equivalence.txt").read_text()
 passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", eq)) else 0
 skipped = int(m.group(1)) if (m := re.search(r"(\d+) skipped", eq)) else 0
@@ -37,8 +42,11 @@ report = {"card": card, "equivalence": {"rc": eq_rc, "passed": passed, "skipped"
           "rm_throughput": {"rc": rm_rc, "output_tail": (tmp / "rm_gpu.txt").read_text()[-6000:]}}
 if (tmp / "rm_gpu.json").exists():
     report["rm_throughput"]["report"] = json.loads((tmp / "rm_gpu.json").read_text())
+report["scoring"] = {"rc": sc_rc, "output_tail": (tmp / "scoring_gpu.txt").read_text()[-4000:]}
+if (tmp / "scoring_gpu.json").exists():
+    report["scoring"]["report"] = json.loads((tmp / "scoring_gpu.json").read_text())
 pathlib.Path(out).write_text(json.dumps(report, indent=1))
 print(f"wrote {out}: equivalence {'OK' if report['equivalence']['ok'] else 'FAILED'} ({passed} passed, {skipped} skipped), "
-      f"rm_throughput rc={rm_rc}")
-sys.exit(0 if report["equivalence"]["ok"] and rm_rc == 0 else 1)
+      f"rm_throughput rc={rm_rc}, scoring rc={sc_rc}")
+sys.exit(0 if report["equivalence"]["ok"] and rm_rc == 0 and sc_rc == 0 else 1)
 PYEOF
