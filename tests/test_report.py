@@ -88,7 +88,8 @@ def test_report_on_a_fake_store(tmp_path, capsys):
     assert text.startswith("# Results") and "python -m rmexp.report --studies base_models" in text
     assert f"`python -m rmexp +sweep=base_models sweep.replicates=2` — parent run `{parent}`, 16 finished trials, " \
            "8 configs" in text
-    assert f"`python -m rmexp +sweep=overoptimization` — parent run `{over}`" in text  # untagged: the study's command
+    # untagged: the study file's command (sweeps/overoptimization.yaml names its 3 seed replicates)
+    assert f"`python -m rmexp +sweep=overoptimization sweep.replicates=3` — parent run `{over}`" in text
     # the per-domain RB2 table: toy_llama_m's Factuality is 0.45 and 0.55 over its 2 seeds -> 0.500 ± 0.050
     domains = text.split("RewardBench 2 per domain (mean ± SE; chance 0.25 except Ties):")[1].split("\n\n")[1]
     assert domains.splitlines()[0].endswith("| seeds | rb2/Factuality |")
