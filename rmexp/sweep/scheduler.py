@@ -264,16 +264,17 @@ class RayScheduler:
             self._kill(self.idle.pop())
 
     def free(self) -> bool:
-        return bool(self.idle)  # idle + in flight never exceed the limit (plan, wait and release keep it so)
+        return len(self.inflight) < self.limit
 
     def submit(self, tag: Any, trial_fn: Callable, cfg: DictConfig, out_dir: Path, label: str) -> None:
-        actor = self.idle.pop(0)
+        actor = self.idle.pop(0) if self.idle else self._new_actor()  # a dead one is replaced when work needs it
         ref = actor.run.remote(trial_fn, cfg, str(out_dir), self.cwd, self.threads, label, self.driver_node)
         self.inflight[ref] = (tag, time.time(), actor)
 
     def wait(self, timeout: float = 1.0) -> list[tuple[Any, dict]]:
         """(tag, payload) of the trials that ended within ``timeout``; a trial whose actor Ray gave up on (a
-        system failure after its retries) comes back as a failed payload, and the actor is replaced."""
+        system failure after its retries) comes back as a failed payload, and the actor is killed (the next
+        trial of its slot starts a new one)."""
         import ray
 
         if not self.inflight:
@@ -290,7 +291,6 @@ class RayScheduler:
                            "summary": f"Ray: {T.error_summary(e)} (after ray.max_retries={self.max_retries} retries)",
                            "start": submitted, "end": time.time()}
                 self._kill(actor)
-                self.idle.append(self._new_actor())
             out.append((tag, payload))
         return out
 
