@@ -13,11 +13,15 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed          ## the main job: the base-model sweep on the embedded toy world
 	$(PY) -m rmexp +sweep=base_models
 
+# Two test processes: many tests wait on subprocesses, servers and Ray, so two on 2 cores took 616 s where one took
+# 942 s (same machine, 2026-11-27). TEST_WORKERS=0 runs them in this process (pytest-xdist's -n 0).
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed         ## the default test run (slow tests excluded)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-all: $(VENV)/.installed     ## every test, the slow end-to-end ones too
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m ""
 
 smoke: $(VENV)/.installed
 	$(PY) -m rmexp +sweep=smoke

@@ -124,8 +124,9 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def start_mlflow_server(backend_uri: str, cwd: Path, extra: list[str] | None = None) -> tuple[subprocess.Popen, int]:
-    """``mlflow server`` on a free loopback port; returns (process, port) once it answers."""
+def launch_mlflow_server(backend_uri: str, cwd: Path, extra: list[str] | None = None) -> tuple[subprocess.Popen, int]:
+    """``mlflow server`` on a free loopback port, not waited for (`wait_until_serving`): a test can start other
+    things while it boots (~20 s on a busy 2-core machine)."""
     import sys
 
     port = free_port()
@@ -133,17 +134,28 @@ def start_mlflow_server(backend_uri: str, cwd: Path, extra: list[str] | None = N
     proc = subprocess.Popen([str(mlflow_bin), "server", "--backend-store-uri", backend_uri, "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "1", *(extra or [])], cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    return proc, port
+
+
+def wait_until_serving(proc: subprocess.Popen, port: int) -> None:
     deadline = time.time() + SERVER_TIMEOUT
     while time.time() < deadline:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return proc, port
+            return
         except OSError:
             if proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited with {proc.returncode}")
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError(f"mlflow server did not answer within {SERVER_TIMEOUT} s")
+
+
+def start_mlflow_server(backend_uri: str, cwd: Path, extra: list[str] | None = None) -> tuple[subprocess.Popen, int]:
+    """``mlflow server`` on a free loopback port; returns (process, port) once it answers."""
+    proc, port = launch_mlflow_server(backend_uri, cwd, extra)
+    wait_until_serving(proc, port)
+    return proc, port
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cdp import free_port, start_mlflow_server, stop
+from tests.cdp import free_port, launch_mlflow_server, stop, wait_until_serving
 
 REPO = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).with_name("ray")
@@ -55,7 +55,7 @@ def _stop_ray(procs: list[subprocess.Popen], tmp: str) -> None:
             os.killpg(p.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.time() + 20
+    deadline = time.time() + 5  # a grace for a clean exit; Ray's workers can outlast it by far, hence the SIGKILLs
     while time.time() < deadline and (any(p.poll() is None for p in procs) or _pids_mentioning(tmp)):
         time.sleep(0.5)
     # SIGKILL what is left until nothing is: a process killed just now is still listed until the kernel has torn
@@ -94,14 +94,16 @@ def test_smoke_sweep_on_two_ray_nodes_and_an_mlflow_server(tmp_path):
     ray_procs: list[subprocess.Popen] = []
     server = None
     try:
+        # the server boots while the Ray nodes come up (each takes ~10-20 s on a busy 2-core machine)
+        server, http_port = launch_mlflow_server(f"sqlite:///{tmp}/mlflow.db", Path(tmp),
+                                                 ["--artifacts-destination", f"{tmp}/artifacts"])
         ray_procs.append(_ray_start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                                      "--include-dashboard=false", f"--temp-dir={tmp}/ray"], env, tmp_path / "head.log"))
         _wait_nodes(env, address, 1)
         ray_procs.append(_ray_start([f"--address={address}", "--node-ip-address=127.0.0.1"], env,
                                     tmp_path / "worker.log"))
         _wait_nodes(env, address, 2)
-        server, http_port = start_mlflow_server(f"sqlite:///{tmp}/mlflow.db", Path(tmp),
-                                                ["--artifacts-destination", f"{tmp}/artifacts"])
+        wait_until_serving(server, http_port)
         uri = f"http://127.0.0.1:{http_port}"
         work = tmp_path / "work"
         work.mkdir()
