@@ -75,6 +75,34 @@ def kv_cache(model, queries, n: int, max_new_tokens: int, seed: int) -> int:
     return len(rows)
 
 
+def matmul_decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+                            **kwargs):
+    """A candidate decode attention (not used by rmexp; `--matmul-decode`): one query token against the cache as
+    matmul, masked softmax, matmul, where SDPA's CPU kernel is ~1.4x slower on these shapes. Other last bits than
+    SDPA, so a sampler using it would draw other tokens now and then (a `SAMPLER_VERSION` bump). Prefill (more than
+    one query token) stays SDPA."""
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    if query.shape[2] != 1 or dropout:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    groups = query.shape[1] // key.shape[1]
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scaling)
+    if attention_mask is not None:  # sdpa_mask's boolean mask: True = attend
+        scores.masked_fill_(~attention_mask, float("-inf"))
+    return torch.matmul(scores.softmax(-1), value).transpose(1, 2).contiguous(), None
+
+
+def _register_matmul_decode() -> str:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register("matmul_decode", matmul_decode_attention)
+    AttentionMaskInterface.register("matmul_decode", sdpa_mask)
+    return "matmul_decode"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--prompts", type=int, default=72, help="72 = BoN default (12 per domain x 6 domains)")
@@ -89,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-no-cache", action="store_true", help="leave out the slow cache-free row")
+    p.add_argument("--matmul-decode", action="store_true", dest="matmul_decode",
+                   help="add a row: the kv-cache sampler with a matmul decode attention instead of SDPA (a candidate)")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -100,6 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     if not a.skip_no_cache:
         rows = {("before", "hf-generate"): hf_generate_grouped, ("before", "no-cache"): no_cache,
                 ("rmexp", "kv-cache"): kv_cache}
+    if a.matmul_decode:
+        impl_name = _register_matmul_decode()
+
+        def kv_cache_matmul_decode(model, queries, n, max_new_tokens, seed):
+            model.set_attn_implementation(impl_name)
+            try:
+                return kv_cache(model, queries, n, max_new_tokens, seed)
+            finally:
+                model.set_attn_implementation("sdpa")
+
+        rows[("cand.", "matmul-decode")] = kv_cache_matmul_decode
     for fn in rows.values():  # untimed warm-up on a small slice
         fn(model, queries[:2], 2, 4, 0)
     load_start = os.getloadavg()
@@ -118,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "sampling", "args": vars(a) | {"json": str(a.json)}, "loadavg_start": load_start,
               "loadavg_end": load_end, "rows": []}
     ours = counts[("rmexp", "kv-cache")] / min(times[("rmexp", "kv-cache")])
-    print(f"{'impl':6} | {'setting':11} | {'samples/s':>10} | {'rmexp kv-cache vs this':>22}")
+    print(f"{'impl':6} | {'setting':13} | {'samples/s':>10} | {'rmexp kv-cache vs this':>22}")
     for (impl, setting), ts in times.items():
         sps = counts[(impl, setting)] / min(ts)
         report["rows"].append({"impl": impl, "setting": setting, "samples_per_s": sps, "repeats_seconds": ts})
-        print(f"{impl:6} | {setting:11} | {sps:>10,.1f} | {ours / sps:>21.2f}x")
+        print(f"{impl:6} | {setting:13} | {sps:>10,.1f} | {ours / sps:>21.2f}x")
     ratios = {f"{r['impl']} {r['setting']}": ours / r["samples_per_s"] for r in report["rows"] if r["impl"] == "before"}
+    if a.matmul_decode:
+        cand = counts[("cand.", "matmul-decode")] / min(times[("cand.", "matmul-decode")])
+        hf = counts[("before", "hf-generate")] / min(times[("before", "hf-generate")])
+        report["candidate_vs_hf_generate"] = cand / hf
+        print(f"candidate matmul-decode / before hf-generate = {cand / hf:.2f}x; / rmexp kv-cache = {cand / ours:.2f}x")
     report["ratios"] = ratios
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

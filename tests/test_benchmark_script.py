@@ -191,12 +191,34 @@ def test_scoring_script_tiny(tmp_path, capsys):
 def test_sampling_script_tiny(tmp_path, capsys):
     out = tmp_path / "g.json"
     argv = ["--prompts", "3", "--n", "2", "--max-new-tokens", "3", "--hidden", "16", "--layers", "1", "--heads", "2",
-            "--vocab", "40", "--repeats", "1", "--threads", "1", "--json", str(out)]
+            "--vocab", "40", "--repeats", "1", "--threads", "1", "--matmul-decode", "--json", str(out)]
     assert _load("sampling").main(argv) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio rmexp kv-cache / before hf-generate")
     rep = json.loads(out.read_text())
-    assert {r["setting"] for r in rep["rows"]} == {"hf-generate", "no-cache", "kv-cache"}
-    assert all(r["samples_per_s"] > 0 for r in rep["rows"])
+    assert {r["setting"] for r in rep["rows"]} == {"hf-generate", "no-cache", "kv-cache", "matmul-decode"}
+    assert all(r["samples_per_s"] > 0 for r in rep["rows"]) and rep["candidate_vs_hf_generate"] > 0
+
+
+def test_matmul_decode_candidate_matches_sdpa_on_a_padded_cache():
+    """The candidate decode attention of benchmarks/sampling.py computes what SDPA computes (left padding masked,
+    grouped kv heads), to float tolerance: a faster row of the benchmark must be the same attention."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    mod = _load("sampling")
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, h, L, 8, generator=g) for h, L in ((4, 1), (2, 7), (2, 7)))
+    mask = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+    mask[0, ..., :3] = False  # row 0: three pad positions on the left
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 2, True
+    ours, _ = mod.matmul_decode_attention(module, q, k, v, mask, scaling=8 ** -0.5)
+    ref, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=8 ** -0.5)
+    assert ours.shape == ref.shape == (3, 1, 4, 8)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    # and by hand for the padded row, head 0 (kv head 0): softmax over the 4 real positions only
+    w = torch.softmax(q[0, 0, 0] @ k[0, 0, 3:].T * 8 ** -0.5, -1)
+    torch.testing.assert_close(ours[0, 0, 0], w @ v[0, 0, 3:], rtol=1e-5, atol=1e-6)
 
 
 def test_world_transfer_probe_tiny(tmp_path, capsys):
