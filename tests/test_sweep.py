@@ -261,6 +261,41 @@ def test_failed_trials_are_isolated_and_rerun(ray_local, workdir, tmp_path, caps
     assert (again.n_cached, again.n_failed, _calls()) == (2, 2, 6)
 
 
+def test_the_same_trial_run_twice_at_once_keeps_each_attempts_files(workdir, monkeypatch):
+    # `make run` started twice in one directory runs every trial twice at once. The second attempt of a trial
+    # must not clear the first's files while the first driver logs them (a FINISHED run once lost its
+    # rb2_scores.jsonl and rb1_scores.jsonl that way), and the trial's directory ends up one whole attempt.
+    from rmexp.sweep.scheduler import _trial_task
+
+    cfg = _compose(["+sweep=smoke", "preset=tiny"])
+    root = workdir / "runs" / "smoke"
+    a, b = S.attempt_dir(root, "k1", "run-a"), S.attempt_dir(root, "k1", "run-b")
+    first = _trial_task(fake_trial, cfg, str(a), str(workdir), 1, "a", None)
+    second = _trial_task(fake_trial, cfg, str(b), str(workdir), 1, "b", None)  # starts while `first` is logged
+    assert first["ok"] and second["ok"]
+    assert all(Path(f).is_file() and Path(f).is_relative_to(a) for f in first["result"]["artifacts"])
+    S.publish_attempt(a, root / "k1")
+    S.publish_attempt(b, root / "k1")
+    assert sorted(p.name for p in root.iterdir()) == ["k1"]               # no attempt or old copy left behind
+    assert sorted(p.relative_to(root / "k1").as_posix() for p in (root / "k1").rglob("*")) == \
+        ["plots", "plots/curve.txt", "rb2_scores.jsonl"]
+    # another invocation publishes its copy between our two renames: its whole copy stays, ours is dropped
+    c = S.attempt_dir(root, "k1", "run-c")
+    c.mkdir()
+    (c / "ours.txt").write_text("c")
+    rename = Path.rename
+
+    def racing_rename(self, target):
+        if self == c:
+            (root / "k1").mkdir()
+            (root / "k1" / "theirs.txt").write_text("d")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", racing_rename)
+    S.publish_attempt(c, root / "k1")
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["k1", "k1/theirs.txt"]
+
+
 def test_a_dead_trial_process_fails_its_trial_and_is_replaced(ray_local, workdir, tmp_path):
     # The first trial's process dies (os._exit): with no retries left the trial is FAILED (a system failure,
     # named as one) and the other trials run on a new actor, both in that one process (one trial slot).

@@ -24,14 +24,16 @@ and the headline correlations (computed first, so the workers' last lines arrive
 SIGTERM and SIGINT end the running children and the parent KILLED (Ray's workers go with the driver); a rerun
 of the same command runs only what did not finish.
 
-Trial output directories: ``runs/<sweep name>/<trial key>/`` under the driver's working directory (cleared
-before a trial (re)runs).
+Trial output directories: ``runs/<sweep name>/<trial key>/`` under the driver's working directory. An attempt
+writes into a directory of its own (``.<trial key>.<run id>``) that replaces the trial's directory once its run
+is logged, so the same sweep started twice in one directory never logs another attempt's half-cleared files.
 """
 from __future__ import annotations
 
 import io
 import re
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -165,6 +167,30 @@ def run_sweep(cfg: DictConfig, trial_fn: Callable | None = None, overrides: list
                 sched.shutdown()
 
 
+def attempt_dir(runs_root: Path, key: str, run_id: str) -> Path:
+    """Where one attempt of a trial writes its files: private to the attempt (its MLflow run), so that two
+    invocations running the same trial at once (the same sweep started twice in one directory) never clear or
+    overwrite each other's files while they run or while their drivers log them."""
+    return runs_root / f".{key}.{run_id}"
+
+
+def publish_attempt(attempt: Path, final: Path) -> None:
+    """Move a logged attempt's directory to ``final`` (``runs/<sweep>/<key>``), replacing an older one whole. If
+    another invocation published the same trial in between, its complete copy stays and this one is dropped."""
+    if not attempt.exists():
+        return
+    old = final.with_name(f".{final.name}.old-{attempt.name}")
+    try:
+        final.rename(old)
+    except FileNotFoundError:
+        pass
+    try:
+        attempt.rename(final)
+    except OSError:  # the target exists again: another invocation's copy of the same trial
+        shutil.rmtree(attempt, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _run_trials(sched: RayScheduler, rec: Recorder, trial_fn: Callable, trials: list[TrialOutcome], name: str,
                 parent_id: str, say, t0: float) -> None:
     runs_root = Path.cwd().resolve() / "runs" / _safe_dirname(name)
@@ -174,26 +200,32 @@ def _run_trials(sched: RayScheduler, rec: Recorder, trial_fn: Callable, trials: 
         while queue and sched.free():
             t = queue.pop(0)
             t.run_id = rec.start_trial(t.spec.name, t.spec.key, t.spec.axes, parent_id, name)
-            sched.submit(t, trial_fn, t.spec.cfg, runs_root / t.spec.key, t.spec.name)
+            sched.submit(t, trial_fn, t.spec.cfg, attempt_dir(runs_root, t.spec.key, t.run_id), t.spec.name)
             t.status = "RUNNING"
 
-    refill()
-    say(status_line(name, trials, 0.0))
-    while sched.inflight:
-        for t, payload in sched.wait(timeout=1.0):
-            refill()  # keep the workers busy while the driver writes this trial's run to MLflow
-            if not queue:
-                sched.release_idle()
-            out_dir = runs_root / t.spec.key
-            if payload.get("ok"):
-                unpack_files(payload, out_dir)
-            t.status, t.error = rec.end_trial(t.run_id, payload, t.spec.cfg, t.spec.axes, out_dir)
-            if payload.get("ok"):
-                t.metrics = dict(payload["result"]["metrics"])
-            t.seconds = payload.get("end", 0) - payload.get("start", 0)
-            if t.status == "FAILED":
-                say(f"[sweep {name}] trial {t.spec.name} FAILED: {t.error}")
-            say(status_line(name, trials, time.time() - t0))
+    try:
+        refill()
+        say(status_line(name, trials, 0.0))
+        while sched.inflight:
+            for t, payload in sched.wait(timeout=1.0):
+                refill()  # keep the workers busy while the driver writes this trial's run to MLflow
+                if not queue:
+                    sched.release_idle()
+                out_dir = attempt_dir(runs_root, t.spec.key, t.run_id)
+                if payload.get("ok"):
+                    unpack_files(payload, out_dir)
+                t.status, t.error = rec.end_trial(t.run_id, payload, t.spec.cfg, t.spec.axes, out_dir)
+                publish_attempt(out_dir, runs_root / t.spec.key)
+                if payload.get("ok"):
+                    t.metrics = dict(payload["result"]["metrics"])
+                t.seconds = payload.get("end", 0) - payload.get("start", 0)
+                if t.status == "FAILED":
+                    say(f"[sweep {name}] trial {t.spec.name} FAILED: {t.error}")
+                say(status_line(name, trials, time.time() - t0))
+    finally:  # an interrupted attempt's partial files are of no use (its run ends KILLED)
+        for t in trials:
+            if t.status == "RUNNING":
+                shutil.rmtree(attempt_dir(runs_root, t.spec.key, t.run_id), ignore_errors=True)
     for t in trials:
         if t.status == "RUNNING" and t.run_id in rec.open:  # not expected: a task that never came back
             rec.close(t.run_id, "FAILED")
