@@ -296,6 +296,22 @@ def test_the_same_trial_run_twice_at_once_keeps_each_attempts_files(workdir, mon
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["k1", "k1/theirs.txt"]
 
 
+def test_attempt_directories_of_dead_drivers_are_removed_live_ones_kept(tmp_path):
+    root = tmp_path / "runs" / "smoke"
+    for name in (".k1.dead", ".k2.live", ".k3.gone", ".k4.noanswer", "k1", ".k1.old-.k1.x"):
+        (root / name).mkdir(parents=True)
+    status = {"dead": "KILLED", "live": "RUNNING"}
+
+    def run_status(run_id):
+        if run_id == "noanswer":
+            raise ConnectionError("tracking server down")
+        return status.get(run_id)  # None: the store has no such run
+
+    S.remove_stale_attempts(root, run_status)
+    assert sorted(p.name for p in root.iterdir()) == [".k1.old-.k1.x", ".k2.live", ".k4.noanswer", "k1"]
+    S.remove_stale_attempts(tmp_path / "nothing_here", run_status)  # no runs directory yet: nothing to do
+
+
 def test_a_dead_trial_process_fails_its_trial_and_is_replaced(ray_local, workdir, tmp_path):
     # The first trial's process dies (os._exit): with no retries left the trial is FAILED (a system failure,
     # named as one) and the other trials run on a new actor, both in that one process (one trial slot).

@@ -191,9 +191,26 @@ def publish_attempt(attempt: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_stale_attempts(runs_root: Path, run_status: Callable[[str], str | None]) -> None:
+    """Remove attempt directories left by a driver that died (`kill -9`, a crash) before publishing them: those
+    whose run is no longer RUNNING (``run_status(run_id)``; None for a run the store does not know)."""
+    if not runs_root.is_dir():
+        return
+    for d in runs_root.iterdir():
+        if not (d.is_dir() and d.name.startswith(".") and ".old-" not in d.name):
+            continue
+        try:
+            stale = run_status(d.suffix[1:]) != "RUNNING"
+        except Exception:  # noqa: BLE001 - the store did not answer: keep the directory, it may be live
+            stale = False
+        if stale:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _run_trials(sched: RayScheduler, rec: Recorder, trial_fn: Callable, trials: list[TrialOutcome], name: str,
                 parent_id: str, say, t0: float) -> None:
     runs_root = Path.cwd().resolve() / "runs" / _safe_dirname(name)
+    remove_stale_attempts(runs_root, rec.run_status)
     queue = [t for t in trials if t.status == "PENDING"]
 
     def refill() -> None:

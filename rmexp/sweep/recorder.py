@@ -249,6 +249,18 @@ class Recorder:
             except Exception as e:  # noqa: BLE001 - close the others anyway
                 print(f"warning: could not end the MLflow run {run_id}: {e}", file=sys.stderr)
 
+    def run_status(self, run_id: str) -> str | None:
+        """A run's status (RUNNING, FINISHED, FAILED, KILLED), or None when the store has no such run (any other
+        error of the store is raised)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id).info.status
+        except MlflowException as e:
+            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
     def reap_dead(self, say=print) -> int:
         """End as KILLED the RUNNING runs of the experiment whose driver on this host is gone. Returns how many."""
         n = 0
