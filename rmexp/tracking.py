@@ -313,6 +313,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 _RECEIVED: list[int] = []  # signals caught, latest last: Ray's ray.wait re-raises a bare KeyboardInterrupt
+# Signals whose Interrupted may not have unwound anything: a handler that runs inside a finalizer (`__del__`, a
+# weakref callback) raises where Python prints "Exception ignored" and goes on, and the run would end FINISHED.
+_PENDING: list[int] = []
 
 
 def interrupt_signal(exc: BaseException) -> int:
@@ -320,24 +323,40 @@ def interrupt_signal(exc: BaseException) -> int:
     return getattr(exc, "signum", None) or (_RECEIVED[-1] if _RECEIVED else int(signal.SIGINT))
 
 
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` for a signal caught inside :func:`interrupt_on_signals` whose exception was
+    swallowed. Called where work goes on normally (a trial's stage boundaries, before its run is logged
+    FINISHED, between a sweep's waits), never while an interrupt unwinds."""
+    if _PENDING:
+        signum = _PENDING[-1]
+        _PENDING.clear()
+        raise Interrupted(signum)
+
+
 @contextmanager
 def interrupt_on_signals():
     """While inside, SIGTERM (``kill``, ``timeout``, schedulers, ``docker stop``) and SIGINT raise
-    :class:`Interrupted` in the main thread; the previous handlers come back on exit."""
+    :class:`Interrupted` in the main thread; the previous handlers come back on exit. A signal whose exception
+    was swallowed is raised on the way out at the latest."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
         _RECEIVED.append(signum)
+        _PENDING.append(signum)
         raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
+    except KeyboardInterrupt:
+        _PENDING.clear()  # delivered: it is unwinding now
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    raise_if_interrupted()
 
 
 # ----------------------------------------------------------------------------------------------------- one run
@@ -362,6 +381,7 @@ def run_single(cfg: DictConfig, trial_fn: Callable | None = None, overrides: lis
     print(f"[rmexp] MLflow run {run_id} ({name}) in experiment {rec.experiment!r} at {uri}", flush=True)
 
     def progress(msg: str) -> None:
+        raise_if_interrupted()  # a stage boundary: where a swallowed interrupt stops the trial
         print(f"[{name}] {msg}", flush=True)
 
     start = time.time()
@@ -369,6 +389,7 @@ def run_single(cfg: DictConfig, trial_fn: Callable | None = None, overrides: lis
     try:
         with interrupt_on_signals(), tempfile.TemporaryDirectory(prefix=f"rmexp-{key[:8]}-") as tmp:
             result = call_trial(trial_fn, cfg, Path(tmp), progress)
+            raise_if_interrupted()
             status, error = rec.end_trial(run_id, {"ok": True, "result": result, "start": start, "end": time.time()},
                                           cfg, None, Path(tmp))
         if error:

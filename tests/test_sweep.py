@@ -305,10 +305,10 @@ def test_attempt_directories_of_dead_drivers_are_removed_live_ones_kept(tmp_path
     def run_status(run_id):
         if run_id == "noanswer":
             raise ConnectionError("tracking server down")
-        return status.get(run_id)  # None: the store has no such run
+        return status.get(run_id)  # None: this store has no such run (another store's sweep may own it)
 
     S.remove_stale_attempts(root, run_status)
-    assert sorted(p.name for p in root.iterdir()) == [".k1.old-.k1.x", ".k2.live", ".k4.noanswer", "k1"]
+    assert sorted(p.name for p in root.iterdir()) == [".k1.old-.k1.x", ".k2.live", ".k3.gone", ".k4.noanswer", "k1"]
     S.remove_stale_attempts(tmp_path / "nothing_here", run_status)  # no runs directory yet: nothing to do
 
 

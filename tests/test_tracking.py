@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -139,6 +142,56 @@ def test_run_single_failure_ends_run_failed(store, tmp_path):
     assert {"error.txt", "config.yaml"} <= _artifacts(client, run.info.run_id)
     tb = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()
     assert "Traceback" in tb and "fake_trial" in tb
+
+
+class _SignalsInItsFinalizer:
+    """An object whose `__del__` sends this process a signal: the handler then runs inside the finalizer, where
+    Python prints "Exception ignored" for what it raises and goes on (a CI run of the SIGINT lifecycle test met
+    this in `regex`'s `Group.__del__`, and the run ended FINISHED with exit code 0)."""
+
+    def __init__(self, sig):
+        self.sig = sig
+
+    def __del__(self):
+        os.kill(os.getpid(), self.sig)
+
+
+def test_an_interrupt_swallowed_by_a_finalizer_still_ends_the_run_killed(store, monkeypatch):
+    assert threading.current_thread() is threading.main_thread()  # where the handlers are installed
+    seen, swallowed = [], []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))  # Python's "Exception ignored"
+
+    def trial(cfg, out_dir, progress=None):
+        _SignalsInItsFinalizer(signal.SIGINT)  # collected at once: the handler's raise is swallowed
+        seen.append("went on")  # as it does in that case
+        progress("next stage")
+        seen.append("past the stage boundary")
+        return fake_trial(cfg, out_dir, progress)
+
+    cfg = _cfg("preset=tiny", f"tracking.uri={store}", "tracking.experiment=single")
+    with pytest.raises(KeyboardInterrupt) as e:
+        T.run_single(cfg, trial_fn=trial)
+    assert T.interrupt_signal(e.value) == signal.SIGINT
+    assert seen == ["went on"] and swallowed == [T.Interrupted]  # the handler's raise really was swallowed
+    client = MlflowClient(store)
+    [run] = client.search_runs([client.get_experiment_by_name("single").experiment_id])
+    assert run.info.status == "KILLED"
+
+
+def test_a_swallowed_interrupt_is_raised_on_leaving_the_context_at_the_latest(monkeypatch):
+    swallowed = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))
+    with pytest.raises(KeyboardInterrupt) as e:
+        with T.interrupt_on_signals():
+            _SignalsInItsFinalizer(signal.SIGTERM)
+            swallowed.append("went on")
+    assert T.interrupt_signal(e.value) == signal.SIGTERM and swallowed == [T.Interrupted, "went on"]
+    T.raise_if_interrupted()  # consumed: nothing pending afterwards
+    with pytest.raises(KeyboardInterrupt):  # an interrupt that unwinds as usual is raised once, not again later
+        with T.interrupt_on_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    T.raise_if_interrupted()
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

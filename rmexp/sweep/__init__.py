@@ -193,14 +193,15 @@ def publish_attempt(attempt: Path, final: Path) -> None:
 
 def remove_stale_attempts(runs_root: Path, run_status: Callable[[str], str | None]) -> None:
     """Remove attempt directories left by a driver that died (`kill -9`, a crash) before publishing them: those
-    whose run is no longer RUNNING (``run_status(run_id)``; None for a run the store does not know)."""
+    whose run this store knows and no longer has RUNNING (``run_status(run_id)``). An attempt of a run the store
+    does not know (None: another tracking store's sweep in the same directory) or cannot tell about is kept."""
     if not runs_root.is_dir():
         return
     for d in runs_root.iterdir():
         if not (d.is_dir() and d.name.startswith(".") and ".old-" not in d.name):
             continue
         try:
-            stale = run_status(d.suffix[1:]) != "RUNNING"
+            stale = run_status(d.suffix[1:]) not in (None, "RUNNING")
         except Exception:  # noqa: BLE001 - the store did not answer: keep the directory, it may be live
             stale = False
         if stale:
@@ -224,6 +225,7 @@ def _run_trials(sched: RayScheduler, rec: Recorder, trial_fn: Callable, trials: 
         refill()
         say(status_line(name, trials, 0.0))
         while sched.inflight:
+            T.raise_if_interrupted()
             for t, payload in sched.wait(timeout=1.0):
                 refill()  # keep the workers busy while the driver writes this trial's run to MLflow
                 if not queue:
