@@ -156,19 +156,24 @@ def test_signal_during_a_sweep_ends_children_and_parent_killed(sig, code, tmp_pa
     assert list((tmp_path / "tmp").glob("rmexp-*")) == []
 
 
+def _unpublished_attempts(runs: Path) -> list[Path]:
+    """A sweep's attempt directories not (yet) moved to their trial's name (``runs/<sweep>/.<key>.<run id>``)."""
+    return [p for p in runs.glob("*") if p.name.startswith(".")]
+
+
 def test_sigkill_of_a_sweep_driver_then_rerun(tmp_path, cache):
     proc = _start(SWEEP, tmp_path, cache)
     attempts = tmp_path / "runs" / "smoke"
     try:
         _wait_running(proc, tmp_path, child=True)
         deadline = time.time() + START_TIMEOUT  # and until a trial has begun writing its attempt directory
-        while time.time() < deadline and not any(p.name.startswith(".") for p in attempts.glob("*")):
+        while time.time() < deadline and not _unpublished_attempts(attempts):
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as the OOM killer or `kill -9 <pid>` would
         proc.wait(timeout=30)
     finally:
         _kill_session(proc)                # Ray's helpers of the dead driver
-    assert any(p.name.startswith(".") for p in attempts.iterdir())  # an attempt the dead driver never published
+    assert _unpublished_attempts(attempts)  # an attempt the dead driver never published
     dead = _runs(tmp_path)
     [dead_parent] = [r for r in dead if not r["child"]]
     assert dead_parent["status"] == "RUNNING"  # what SIGKILL leaves behind
