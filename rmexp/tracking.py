@@ -350,8 +350,10 @@ def interrupt_on_signals():
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
-    except KeyboardInterrupt:
-        _PENDING.clear()  # delivered: it is unwinding now
+    except BaseException:
+        # delivered (an interrupt is unwinding), or overtaken by an error that ends this work anyway: nothing is
+        # left pending for a later run in this process (a notebook calling run_single again)
+        _PENDING.clear()
         raise
     finally:
         for s, h in old.items():

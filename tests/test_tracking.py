@@ -187,6 +187,11 @@ def test_a_swallowed_interrupt_is_raised_on_leaving_the_context_at_the_latest(mo
             swallowed.append("went on")
     assert T.interrupt_signal(e.value) == signal.SIGTERM and swallowed == [T.Interrupted, "went on"]
     T.raise_if_interrupted()  # consumed: nothing pending afterwards
+    with pytest.raises(ValueError):  # a swallowed interrupt overtaken by an error does not outlive its context
+        with T.interrupt_on_signals():
+            _SignalsInItsFinalizer(signal.SIGINT)
+            raise ValueError("the trial failed first")
+    T.raise_if_interrupted()
     with pytest.raises(KeyboardInterrupt):  # an interrupt that unwinds as usual is raised once, not again later
         with T.interrupt_on_signals():
             os.kill(os.getpid(), signal.SIGINT)
