@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One prepared GPU check, < 8 minutes on one H100/H200 (the first two parts took ~4.5 min on an H200):
+# One prepared GPU check, < 8 minutes on one H100/H200 (on an H200: parts 1-2 ~4.5 min, part 3 ~2.5 min):
 #   1. the packed-vs-padded equivalence tests on CUDA (varlen flash attention, bf16; Llama, Qwen2, GPT-2 shapes)
 #   2. benchmarks/rm_throughput.py --preset gpu --compile (rmexp padded / packed / packed+compile, TRL default and
 #      without gradient checkpointing, the dense compiled ceiling; Qwen2-0.5B shape, bf16), one run
-#   3. benchmarks/scoring.py --preset gpu (padded vs rmexp's scoring paths, same model shape)
+#   3. benchmarks/scoring.py --preset gpu --compile (padded vs rmexp's packed scoring at several budgets, eager and
+#      compiled, same model shape; the grouped row is the CPU path and takes 1.5 min there: skipped)
 # and writes all three to benchmarks/results/<date>-<card>.json. Usage, from anywhere:
 #   bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to pick the interpreter
 set -euo pipefail
@@ -23,12 +24,12 @@ timeout 120 "$PY" -m pytest -q -rs tests/test_packing.py -k "cuda" -p no:cachepr
 eq_rc=$?
 timeout 330 "$PY" benchmarks/rm_throughput.py --preset gpu --compile --json "$tmp/rm_gpu.json" >"$tmp/rm_gpu.txt" 2>&1
 rm_rc=$?
-timeout 150 "$PY" benchmarks/scoring.py --preset gpu --json "$tmp/scoring_gpu.json" >"$tmp/scoring_gpu.txt" 2>&1
+timeout 240 "$PY" benchmarks/scoring.py --preset gpu --skip grouped --compile --packed-budgets 4096,16384 --json "$tmp/scoring_gpu.json" >"$tmp/scoring_gpu.txt" 2>&1
 sc_rc=$?
 set -e
 tail -n 5 "$tmp/equivalence.txt"
 tail -n 14 "$tmp/rm_gpu.txt"
-tail -n 8 "$tmp/scoring_gpu.txt"
+tail -n 11 "$tmp/scoring_gpu.txt"
 
 "$PY" - "$tmp" "$out" "$card" "$eq_rc" "$rm_rc" "$sc_rc" <<'PYEOF'
 import json, pathlib, re, sys

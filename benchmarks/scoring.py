@@ -15,6 +15,8 @@ lengths uniform in [min_len, max_len], scored once each (no gradients). Rows:
 - rmexp / packed: `rmexp.packing.packed_scores`, RewardModel.score_texts with varlen attention (CUDA, bf16):
   longest first, first fit into fixed budgets of `budget` tokens, no padding, attention kept inside each
   sequence (on CPU it runs with a block-diagonal mask).
+- rmexp / packed@B (`--packed-budgets B,...`): the same at other budgets; rmexp / packed+compile (`--compile`): a
+  copy whose base model is compiled once, fixed `cu_seqlens` length so that every batch is one graph.
 Metric: sequences per second (and real tokens per second); best of `--repeats` (shared cores). The rows'
 scores are checked to agree (max abs difference printed). The last line holds the ratios of both rmexp rows to
 padded fixed, and names the one RewardModel.score_texts uses on this device.
@@ -22,6 +24,7 @@ padded fixed, and names the one RewardModel.score_texts uses on this device.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -92,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("hidden", "layers", "heads", "kv-heads", "intermediate", "vocab", "min-len", "max-len"):
         p.add_argument(f"--{name}", type=int, dest=name.replace("-", "_"))
     p.add_argument("--device", help="auto | cpu | cuda (preset default)")
+    p.add_argument("--packed-budgets", type=lambda v: [int(x) for x in v.split(",")], default=[],
+                   help="comma-separated extra token budgets for the packed row")
+    p.add_argument("--compile", action="store_true", help="add a packed+compile row (static shapes)")
+    p.add_argument("--skip", type=lambda v: v.split(","), default=[],
+                   help="comma-separated rmexp rows to leave out, e.g. grouped (the CPU path) on a GPU")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     tp = _throughput_module()
@@ -114,14 +122,36 @@ def main(argv: list[str] | None = None) -> int:
         ("rmexp", "grouped"): lambda: score_grouped(model, seqs, preset["budget"], autocast()),
         ("rmexp", "packed"): lambda: packing.packed_scores(model, seqs, tp.PAD_ID, preset["budget"], autocast()),
     }
+    for b in a.packed_budgets:  # the same packing at other budgets (score_texts' default is 4096 tokens)
+        rows[("rmexp", f"packed@{b}")] = lambda b=b: packing.packed_scores(model, seqs, tp.PAD_ID, b, autocast())
+    if a.compile:  # a copy whose base model is compiled once: fixed budgets and cu_seqlens give one graph
+        compiled = copy.deepcopy(model)
+        compiled.base_model.compile(dynamic=False)
+        rows[("rmexp", "packed+compile")] = lambda: packing.packed_scores(
+            compiled, seqs, tp.PAD_ID, preset["budget"], autocast(), fixed_segments=True)
+    with autocast():  # what RewardModel.score_texts runs here
+        used = "packed" if packing.use_varlen(model, device) else "grouped"
+    skippable = sorted(k[1] for k in rows if k[0] == "rmexp" and k[1] != used)
+    if set(a.skip) - set(skippable):
+        p.error(f"--skip {','.join(a.skip)}: rows that can be skipped here are {', '.join(skippable)}")
+    rows = {k: fn for k, fn in rows.items() if k[0] == "padded" or k[1] not in a.skip}
 
     def progress(msg: str) -> None:  # a GPU run can take minutes: say where it is
         print(f"  [{time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     progress(f"model built, {len(seqs)} texts ({tokens} tokens) on {tp.device_name(device)}")
-    for (impl, setting), fn in rows.items():  # untimed: first calls pay for allocations and kernel selection
-        fn()
-        tp._sync(device)
+    failed = {}
+    for (impl, setting), fn in list(rows.items()):  # untimed: first calls pay for allocations and kernel selection
+        try:
+            fn()
+            tp._sync(device)
+        except Exception as e:  # an optional row (a compile, a budget too large) is reported, not fatal
+            if impl == "padded" or setting == used:
+                raise
+            failed[f"{impl}/{setting}"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            del rows[(impl, setting)]
+            progress(f"warm-up {impl}/{setting} FAILED: {failed[f'{impl}/{setting}']}")
+            continue
         progress(f"warm-up {impl}/{setting} done")
     load_start = os.getloadavg()
     times: dict = {k: [] for k in rows}
@@ -140,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
               "shape": {k: getattr(cfg, k) for k in ("hidden", "layers", "heads", "kv_heads", "vocab", "min_len",
                                                       "max_len")},
               "n_texts": len(seqs), "tokens": tokens, "loadavg_start": load_start, "loadavg_end": load_end,
-              "threads": torch.get_num_threads(), "rows": []}
+              "threads": torch.get_num_threads(), "rows": [], "failed_rows": failed}
     for (impl, setting), ts in times.items():
         best = min(ts)
         report["rows"].append({"impl": impl, "setting": setting, "seconds": best, "repeats_seconds": ts,
@@ -152,14 +182,14 @@ def main(argv: list[str] | None = None) -> int:
           f"start {la(load_start)}, end {la(load_end)}")
     print(f"model: Qwen2 {report['shape']}, {cfg.precision}; {len(seqs)} texts, {tokens} tokens, padded batch "
           f"{preset['batch']}, packed budget {preset['budget']} tokens, best of {a.repeats}")
-    print(f"{'impl':6} | {'setting':7} | {'texts/s':>10} | {'tokens/s':>12} | {'vs padded fixed':>15} | max |diff|")
+    print(f"{'impl':6} | {'setting':14} | {'texts/s':>10} | {'tokens/s':>12} | {'vs padded fixed':>15} | max |diff|")
     for r in report["rows"]:
-        print(f"{r['impl']:6} | {r['setting']:7} | {r['texts_per_s']:>10,.0f} | {r['tokens_per_s']:>12,.0f} | "
+        print(f"{r['impl']:6} | {r['setting']:14} | {r['texts_per_s']:>10,.0f} | {r['tokens_per_s']:>12,.0f} | "
               f"{r['texts_per_s'] / base:>14.2f}x | {r['max_abs_diff_vs_padded']:.1e}")
-    varlen = device.type == "cuda" and cfg.precision == "bf16" and packing.varlen_attn is not None  # = use_varlen
-    used = "packed" if varlen else "grouped"
     ratios = {r["setting"]: r["texts_per_s"] / base for r in report["rows"] if r["impl"] == "rmexp"}
     report["ratio"], report["score_texts_uses"] = ratios[used], used
+    for row, err in failed.items():
+        print(f"{row}: failed ({err})")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(report, indent=1))

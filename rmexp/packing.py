@@ -306,6 +306,12 @@ def max_segments(rows: int, row_len: int, min_len: int, max_seqlen: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------
 # Scoring (no gradients)
+# Least flat scoring budget under varlen attention. Measured on an H200 (benchmarks/scoring.py --preset gpu,
+# Qwen2-0.5B shape, 1,024 texts of 128..1,024 tokens, 2026-11-27): 4,096-token budgets ran 0.85x padded batches of 32
+# (launch-bound), 16,384 1.79x, 65,536 1.81x, 262,144 1.55x.
+VARLEN_SCORE_TOKENS = 65536
+
+
 def score_layout(budget_tokens: int, max_len: int, flat: bool) -> tuple[int, int]:
     """(rows, row_len) of a scoring budget: one flat row under varlen attention, rows of `max_len` otherwise."""
     if flat:
@@ -314,13 +320,17 @@ def score_layout(budget_tokens: int, max_len: int, flat: bool) -> tuple[int, int
 
 
 @torch.no_grad()
-def packed_scores(model, seqs: list[list[int]], pad_id: int, budget_tokens: int, autocast=None) -> torch.Tensor:
+def packed_scores(model, seqs: list[list[int]], pad_id: int, budget_tokens: int, autocast=None,
+                  fixed_segments: bool = False) -> torch.Tensor:
     """Reward of every sequence (in input order), longest first, first fit into fixed budgets of
-    `budget_tokens` tokens; every batch has the same shape. Returns float32 rewards on the CPU."""
+    `budget_tokens` tokens; every batch has the same shape. `fixed_segments`: `cu_seqlens` of one length too,
+    so that a compiled model sees one graph (off by default: the empty segments cost varlen kernel blocks).
+    Returns float32 rewards on the CPU."""
     device = next(model.parameters()).device
     max_len = max(map(len, seqs))
     with autocast if autocast is not None else contextlib.nullcontext():
         rows, row_len = score_layout(budget_tokens, max_len, use_varlen(model, device))
+    segments = max_segments(rows, row_len, min(map(len, seqs)), max_len) if fixed_segments else None
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     out = torch.empty(len(seqs), dtype=torch.float32)
     start = 0
@@ -334,7 +344,7 @@ def packed_scores(model, seqs: list[list[int]], pad_id: int, budget_tokens: int,
             free[row] -= n
             end += 1
         idx = order[start:end]
-        packed = pack_sequences([seqs[i] for i in idx], rows, row_len, pad_id, max_seqlen=max_len).to(device)
+        packed = pack_sequences([seqs[i] for i in idx], rows, row_len, pad_id, segments, max_len).to(device)
         with autocast if autocast is not None else contextlib.nullcontext():
             out[idx] = packed_rewards(model, packed).cpu()
         start = end

@@ -178,14 +178,21 @@ def test_scoring_script_tiny(tmp_path, capsys):
     out = tmp_path / "s.json"
     argv = ["--n-texts", "40", "--batch", "8", "--budget", "256", "--hidden", "32", "--layers", "1", "--heads", "2",
             "--kv-heads", "1", "--intermediate", "64", "--vocab", "64", "--repeats", "1", "--threads", "1",
-            "--json", str(out)]
+            "--packed-budgets", "64,512", "--json", str(out)]
     assert _load("scoring").main(argv) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio rmexp grouped (what score_texts")
     rep = json.loads(out.read_text())
-    assert [(r["impl"], r["setting"]) for r in rep["rows"]] == [("padded", "fixed"), ("rmexp", "sorted"),
-                                                                ("rmexp", "grouped"), ("rmexp", "packed")]
+    assert [(r["impl"], r["setting"]) for r in rep["rows"]] == [
+        ("padded", "fixed"), ("rmexp", "sorted"), ("rmexp", "grouped"), ("rmexp", "packed"), ("rmexp", "packed@64"),
+        ("rmexp", "packed@512")]
     assert all(r["max_abs_diff_vs_padded"] < 1e-4 for r in rep["rows"])  # the same scores, however batched
-    assert rep["n_texts"] == 40 and rep["ratio"] > 0
+    assert rep["n_texts"] == 40 and rep["ratio"] > 0 and rep["failed_rows"] == {}
+    assert _load("scoring").main(argv + ["--skip", "sorted,packed"]) == 0
+    assert [r["setting"] for r in json.loads(out.read_text())["rows"]] == ["fixed", "grouped", "packed@64",
+                                                                          "packed@512"]
+    with pytest.raises(SystemExit):  # the row score_texts runs here cannot be skipped: the ratio line needs it
+        _load("scoring").main(argv + ["--skip", "grouped"])
+    assert "rows that can be skipped here are packed, packed@512, packed@64, sorted" in capsys.readouterr().err
 
 
 def test_sampling_script_tiny(tmp_path, capsys):

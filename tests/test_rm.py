@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, LlamaConfig
 
-from rmexp import rm, zoo
+from rmexp import packing, rm, zoo
 from rmexp.config import load_model_config
 from rmexp.world.tokenizer import build_tokenizer
 from tests.conftest import compose_config
@@ -157,6 +157,21 @@ def test_score_batches_by_token_budget_same_as_one_batch(trained):
     texts = [rm.format_dialogue(model.tok, r["prompt"], r["chosen"]) for r in rows[:50]]
     np.testing.assert_allclose(model.score_texts(texts, batch_tokens=64), model.score_texts(texts, 10 ** 6),
                                atol=1e-5)
+
+
+def test_varlen_scoring_uses_at_least_the_measured_flat_budget(trained, monkeypatch):
+    """Where varlen attention runs, 4,096-token budgets were slower than padded batches (H200): score_texts
+    packs into at least VARLEN_SCORE_TOKENS, and a larger requested budget is kept."""
+    _, _, rows, model = trained
+    texts = [rm.format_dialogue(model.tok, r["prompt"], r["chosen"]) for r in rows[:5]]
+    budgets = []
+    monkeypatch.setattr(packing, "use_varlen", lambda m, device: True)
+    monkeypatch.setattr(packing, "enable_packed_attention", lambda m: None)
+    monkeypatch.setattr(packing, "packed_scores", lambda m, ids, pad, budget: budgets.append(budget)
+                        or torch.zeros(len(ids)))
+    model.score_texts(texts)
+    model.score_texts(texts, batch_tokens=10 ** 6)
+    assert budgets == [65536, 10 ** 6]
 
 
 def test_load_model_config_unknown_name():

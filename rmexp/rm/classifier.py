@@ -158,7 +158,8 @@ class RewardModel:
     @torch.no_grad()
     def score_texts(self, texts: list[str], batch_tokens: int = 4096) -> np.ndarray:
         """Normalised rewards of formatted texts, in batches of at most `batch_tokens` tokens. Packed (no
-        padding, fixed shapes; rmexp.packing) where varlen attention runs (CUDA, half precision); elsewhere
+        padding, fixed shapes; rmexp.packing) where varlen attention runs (CUDA, half precision), in flat budgets
+        of at least `packing.VARLEN_SCORE_TOKENS` (small ones leave the GPU idle between launches); elsewhere
         distinct texts in groups of one length, no mask, the last layer on the last token only
         (rmexp.rm.scoring; benchmarks/scoring.py: 2.2x-3.1x padded batches on CPU, the masked packed path ~1.3x)."""
         self.model.eval()
@@ -167,7 +168,8 @@ class RewardModel:
             return np.zeros(0)
         if packing.use_varlen(self.model, next(self.model.parameters()).device):
             packing.enable_packed_attention(self.model)
-            scores = packing.packed_scores(self.model, ids, self.tok.pad_token_id, batch_tokens)
+            scores = packing.packed_scores(self.model, ids, self.tok.pad_token_id,
+                                           max(batch_tokens, packing.VARLEN_SCORE_TOKENS))
         else:
             scores = scoring.grouped_scores(self.model, ids, batch_tokens)
         return scores.double().numpy() - self.offset
