@@ -5,7 +5,8 @@
 #      without gradient checkpointing, the dense compiled ceiling; Qwen2-0.5B shape, bf16), one run
 #   3. benchmarks/scoring.py --preset gpu --compile (padded vs rmexp's packed scoring at several budgets, eager and
 #      compiled, same model shape; the grouped row is the CPU path and takes 1.5 min there: skipped)
-# and writes all three to benchmarks/results/<date>-<card>.json. Usage, from anywhere:
+#   4. benchmarks/gpu_toy_trial.py cuda (one tiny toy trial with device=cuda, no MLflow: ~35 s on an H200)
+# and writes all four to benchmarks/results/<date>-<card>.json. Usage, from anywhere:
 #   bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to pick the interpreter
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,15 +27,18 @@ timeout 330 "$PY" benchmarks/rm_throughput.py --preset gpu --compile --json "$tm
 rm_rc=$?
 timeout 240 "$PY" benchmarks/scoring.py --preset gpu --skip grouped --compile --packed-budgets 4096,16384 --json "$tmp/scoring_gpu.json" >"$tmp/scoring_gpu.txt" 2>&1
 sc_rc=$?
+timeout 150 "$PY" benchmarks/gpu_toy_trial.py cuda "$tmp/toy_trial.json" >"$tmp/toy_trial.txt" 2>&1
+toy_rc=$?
 set -e
 tail -n 5 "$tmp/equivalence.txt"
 tail -n 14 "$tmp/rm_gpu.txt"
 tail -n 11 "$tmp/scoring_gpu.txt"
+tail -n 2 "$tmp/toy_trial.txt"
 
-"$PY" - "$tmp" "$out" "$card" "$eq_rc" "$rm_rc" "$sc_rc" <<'PYEOF'
+"$PY" - "$tmp" "$out" "$card" "$eq_rc" "$rm_rc" "$sc_rc" "$toy_rc" <<'PYEOF'
 import json, pathlib, re, sys
 tmp, out, card = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-eq_rc, rm_rc, sc_rc = (int(x) for x in sys.argv[4:7])
+eq_rc, rm_rc, sc_rc, toy_rc = (int(x) for x in sys.argv[4:8])
 eq = (tmp / "equivalence.txt").read_text()
 passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", eq)) else 0
 skipped = int(m.group(1)) if (m := re.search(r"(\d+) skipped", eq)) else 0
@@ -46,8 +50,11 @@ if (tmp / "rm_gpu.json").exists():
 report["scoring"] = {"rc": sc_rc, "output_tail": (tmp / "scoring_gpu.txt").read_text()[-4000:]}
 if (tmp / "scoring_gpu.json").exists():
     report["scoring"]["report"] = json.loads((tmp / "scoring_gpu.json").read_text())
+report["toy_trial"] = {"rc": toy_rc, "output_tail": (tmp / "toy_trial.txt").read_text()[-2000:]}
+if (tmp / "toy_trial.json").exists():
+    report["toy_trial"]["report"] = json.loads((tmp / "toy_trial.json").read_text())
 pathlib.Path(out).write_text(json.dumps(report, indent=1))
 print(f"wrote {out}: equivalence {'OK' if report['equivalence']['ok'] else 'FAILED'} ({passed} passed, {skipped} skipped), "
-      f"rm_throughput rc={rm_rc}, scoring rc={sc_rc}")
-sys.exit(0 if report["equivalence"]["ok"] and rm_rc == 0 and sc_rc == 0 else 1)
+      f"rm_throughput rc={rm_rc}, scoring rc={sc_rc}, toy trial rc={toy_rc}")
+sys.exit(0 if report["equivalence"]["ok"] and rm_rc == sc_rc == toy_rc == 0 else 1)
 PYEOF

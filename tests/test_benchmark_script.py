@@ -325,3 +325,16 @@ def test_probe_verdict_readout_compares_true_and_wrong_statements():
 
     assert probe.verdict_readout(stand_in(True), tok, world) == 1.0
     assert probe.verdict_readout(stand_in(False), tok, world) == 0.0
+
+
+def test_gpu_toy_trial_script_on_cpu_gives_the_pinned_tiny_metrics(zoo_cache, tmp_path, capsys):
+    """The GPU check's toy trial, run on the CPU: the tiny trial's pinned metrics (tests/test_trial.py)."""
+    from tests.test_trial import PINNED_TINY
+
+    out = tmp_path / "toy.json"
+    assert _load("gpu_toy_trial").main(["cpu", str(out), f"cache_dir={zoo_cache}"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["device"] == "cpu" and f"cache_dir={zoo_cache}" in rep["overrides"]
+    for key, value in PINNED_TINY.items():
+        assert rep["metrics"][key] == pytest.approx(value, abs=1e-9, rel=0), key
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"wrote {out}: eval/acc=0.5776")
