@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         ("rmexp", "grouped"): lambda: score_grouped(model, seqs, preset["budget"], autocast()),
         ("rmexp", "packed"): lambda: packing.packed_scores(model, seqs, tp.PAD_ID, preset["budget"], autocast()),
     }
-    for b in a.packed_budgets:  # the same packing at other budgets (score_texts' default is 4096 tokens)
+    for b in a.packed_budgets:  # the same packing at other budgets (score_texts: >= packing.VARLEN_SCORE_TOKENS)
         rows[("rmexp", f"packed@{b}")] = lambda b=b: packing.packed_scores(model, seqs, tp.PAD_ID, b, autocast())
     if a.compile:  # a copy whose base model is compiled once: fixed budgets and cu_seqlens give one graph
         compiled = copy.deepcopy(model)
