@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # an optional row (a compile, a budget too large) is reported, not fatal
             if impl == "padded" or setting == used:
                 raise
-            failed[f"{impl}/{setting}"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            err = failed[f"{impl}/{setting}"] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"[:300]
             del rows[(impl, setting)]
-            progress(f"warm-up {impl}/{setting} FAILED: {failed[f'{impl}/{setting}']}")
+            progress(f"warm-up {impl}/{setting} FAILED: {err}")
             continue
         progress(f"warm-up {impl}/{setting} done")
     load_start = os.getloadavg()
