@@ -338,3 +338,26 @@ def test_gpu_toy_trial_script_on_cpu_gives_the_pinned_tiny_metrics(zoo_cache, tm
     for key, value in PINNED_TINY.items():
         assert rep["metrics"][key] == pytest.approx(value, abs=1e-9, rel=0), key
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"wrote {out}: eval/acc=0.5776")
+
+
+def test_scoring_script_reports_a_failing_optional_row_and_goes_on(tmp_path, capsys, monkeypatch):
+    """A row that fails its warm-up (a compile, a budget too large) is named in the report, not fatal."""
+    from rmexp import packing
+
+    real = packing.packed_scores
+
+    def failing_at_budget_7(model, seqs, pad, budget, *args, **kwargs):
+        if budget == 7:
+            raise RuntimeError("out of memory\nmore detail")
+        return real(model, seqs, pad, budget, *args, **kwargs)
+
+    monkeypatch.setattr(packing, "packed_scores", failing_at_budget_7)
+    out = tmp_path / "s.json"
+    argv = ["--n-texts", "12", "--hidden", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+            "--intermediate", "64", "--vocab", "64", "--repeats", "1", "--threads", "1", "--packed-budgets", "7",
+            "--skip", "sorted", "--json", str(out)]
+    assert _load("scoring").main(argv) == 0
+    rep = json.loads(out.read_text())
+    assert rep["failed_rows"] == {"rmexp/packed@7": "RuntimeError: out of memory"}
+    assert [r["setting"] for r in rep["rows"]] == ["fixed", "grouped", "packed"]
+    assert "rmexp/packed@7: failed (RuntimeError: out of memory)" in capsys.readouterr().out
