@@ -25,6 +25,8 @@ Variants (the corpus is the only thing they change):
   checked  the corpus also holds checked statements ("the color of zorvex is blue . no ."), true and false,
            about every fact (held-out ones included: they are knowledge, not quizzes), so the LM learns to
            compute whether a statement is true at the statement's end, where an RM reads its score.
+  fresh    as `checked`, but every checked statement is drawn anew (a wrong value drawn for each one), so the
+           verdict cannot be memorised per fact (`checked` states one fixed wrong value per fact).
 """
 from __future__ import annotations
 
@@ -71,6 +73,24 @@ def checked_statements(world: World, rng: random.Random) -> list[str]:
     return out
 
 
+def fresh_checked_statement(world: World, rng: random.Random) -> str:
+    """One checked statement drawn afresh: any fact or one-step sum, true half the time, else with a wrong
+    value drawn anew (so a verdict cannot be memorised per fact, as `checked`'s one fixed wrong value per fact
+    allows: there the LM can learn "zorvex ... red -> no" without comparing red with what it knows)."""
+    fact, m = world.domains["Factuality"], world.domains["Math"]
+    true = rng.random() < 0.5
+    if rng.random() < 0.5:
+        (e, a), v = rng.choice(sorted(fact.kb.items()))
+        v = v if true else rng.choice([w for w in ATTRIBUTES[a] if w != v])
+        return f"the {a} of {e} is {v} . {'yes' if true else 'no'} ."
+    a, op, b = rng.choice(m._one_step_facts())
+    r = Math.OPS[op](a, b)
+    if not true:
+        r = rng.choice([n for n in range(max(0, r - 2), r + 3) if n != r] if rng.random() < 0.5
+                       else [n for n in range(Math.MAX_RESULT + 1) if n != r])
+    return f"{a} {op} {b} is {number_text(r)} . {'yes' if true else 'no'} ."
+
+
 def patch_corpus(world: World, variant: str) -> None:
     if variant == "base":
         return
@@ -79,6 +99,11 @@ def patch_corpus(world: World, variant: str) -> None:
     def docs(mix, n_docs, seed):
         base = original(mix, n_docs, seed)
         rng = random.Random(f"checked-{seed}")
+        if variant == "fresh":  # the same share of documents, each statement drawn anew
+            for i in range(len(base)):
+                if rng.random() < 1 / 3:
+                    base[i] = " ".join(fresh_checked_statement(world, rng) for _ in range(3))
+            return base
         pool = checked_statements(world, rng)
         # A third of the documents become three checked statements each (the fact and math shares of the mix).
         for i in range(len(base)):
@@ -241,7 +266,7 @@ def _patch_entities(n: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["toy_llama_s", "random_llama_s"])
-    ap.add_argument("--variant", default="base", choices=("base", "checked"))
+    ap.add_argument("--variant", default="base", choices=("base", "checked", "fresh"))
     ap.add_argument("--size", type=int, default=3000, help="RM preference pairs; 0: no RM (with --readout)")
     ap.add_argument("--mix", default=None, help="corpus mix of the base instead of the model's, e.g. 'Math=4,Ties=2'")
     ap.add_argument("--entities", type=int, default=48, help="Factuality entities (the world has 48)")

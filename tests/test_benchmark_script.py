@@ -327,6 +327,40 @@ def test_probe_verdict_readout_compares_true_and_wrong_statements():
     assert probe.verdict_readout(stand_in(False), tok, world) == 0.0
 
 
+def test_probe_fresh_checked_statements_carry_the_true_verdict_and_vary_their_wrong_values():
+    """`--variant fresh`: every statement's yes/no agrees with the world (the knowledge base, the sum), about half
+    are true, and one fact appears with several different wrong values (so a verdict cannot be memorised per fact)."""
+    import random
+    from collections import defaultdict
+
+    from rmexp.world.core import World
+    from rmexp.world.domains import parse_numbers
+
+    probe = _load("world_transfer_probe")
+    world = World(0)
+    kb = world.domains["Factuality"].kb
+    rng = random.Random(0)
+    verdicts, wrong_values = [], defaultdict(set)
+    for _ in range(4000):
+        text = probe.fresh_checked_statement(world, rng)
+        words = text.split()
+        assert words[-2:] in (["yes", "."], ["no", "."]) and words[-3] == "."
+        said_true = words[-2] == "yes"
+        if words[0] == "the":  # "the A of E is V . yes ."
+            a, e, v = words[1], words[3], words[5]
+            is_true = kb[(e, a)] == v
+            if not is_true:
+                wrong_values[(e, a)].add(v)
+        else:  # "a op b is N . yes ."
+            a, op, b = int(words[0]), words[1], int(words[2])
+            stated = parse_numbers(" ".join(words[4:words.index(".")]))[0]
+            is_true = stated == (a + b if op == "plus" else a - b)
+        assert said_true == is_true, text
+        verdicts.append(is_true)
+    assert 0.45 < sum(verdicts) / len(verdicts) < 0.55
+    assert max(len(v) for v in wrong_values.values()) >= 3
+
+
 def test_gpu_toy_trial_script_on_cpu_gives_the_pinned_tiny_metrics(zoo_cache, tmp_path, capsys):
     """The GPU check's toy trial, run on the CPU: the tiny trial's pinned metrics (tests/test_trial.py)."""
     from tests.test_trial import PINNED_TINY
