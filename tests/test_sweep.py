@@ -97,6 +97,24 @@ def test_there_are_sweep_configs():
     assert {p.stem for p in SWEEP_FILES} >= {"smoke", "base_models", "epochs", "rm_size", "data_mix"}
 
 
+STUDY_FILES = sorted((CONF_DIR.parent / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=lambda p: p.stem)
+def test_every_study_command_composes_its_trials(path):
+    """The command a study file names (what `rmexp.report --run` runs and docs/results.md holds) composes into valid
+    trials with its own overrides: a misspelt base in an axis override fails here, not hours into a report run."""
+    overrides = yaml.safe_load(path.read_text())["command"].split()[3:]
+    cfg = _compose(overrides)
+    axes = OmegaConf.to_container(cfg.sweep.axes)
+    specs = S.compose_trials(cfg, overrides)
+    assert len(specs) == math.prod(len(v) for v in axes.values()) * cfg.sweep.replicates
+    assert len({s.key for s in specs}) == len(specs)
+    for spec in specs:
+        if "model" in spec.axes:
+            assert spec.cfg.model.name == spec.axes["model"]
+
+
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
 def test_every_sweep_config_composes_and_validates(path):
     lines = path.read_text().splitlines()
