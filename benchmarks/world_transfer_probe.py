@@ -270,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=3000, help="RM preference pairs; 0: no RM (with --readout)")
     ap.add_argument("--mix", default=None, help="corpus mix of the base instead of the model's, e.g. 'Math=4,Ties=2'")
     ap.add_argument("--entities", type=int, default=48, help="Factuality entities (the world has 48)")
+    ap.add_argument("--base-set", action="append", default=[], metavar="KEY=INT",
+                    help="change an integer field of the base's zoo recipe, e.g. pretrain_steps=1600 (repeatable)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--readout", action="store_true", help="also the frozen base's read-outs (readout/*)")
@@ -290,7 +292,12 @@ def main(argv: list[str] | None = None) -> int:
             mix = {d: 1.0 for d in mcfg.corpus_mix}
             mix |= {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
             mcfg.corpus_mix = mix
-        folder = Path(cache) / f"{name}_{args.variant}_{args.entities}_{args.mix}"
+        for kv in args.base_set:
+            key, value = kv.split("=", 1)
+            if key not in mcfg or not isinstance(mcfg[key], int):
+                raise SystemExit(f"--base-set {kv!r}: {key!r} is not an integer field of the model config")
+            mcfg[key] = int(value)
+        folder = Path(cache) / "_".join([name, args.variant, str(args.entities), str(args.mix), *sorted(args.base_set)])
         if not (folder / "config.json").exists():
             folder.mkdir(parents=True, exist_ok=True)
             zoo.build(mcfg, world, folder, progress=False)
@@ -307,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
                 rm = train_reward_model(folder, prefs, cfg, Path(out), progress=False)
                 res = evaluate(rm, world, 0)
         cells = know | res
-        print(f"{name} [{args.variant} size={args.size} ent={args.entities} mix={args.mix} {' '.join(args.overrides)}] {time.time() - t0:.0f}s  "
+        setting = " ".join([args.variant, f"size={args.size}", f"ent={args.entities}", f"mix={args.mix}", *args.base_set,
+                            *args.overrides])
+        print(f"{name} [{setting}] {time.time() - t0:.0f}s  "
               + "  ".join(f"{k}={v:.3f}" for k, v in sorted(cells.items())), flush=True)
     return 0
 

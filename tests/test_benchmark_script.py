@@ -242,6 +242,23 @@ def test_world_transfer_probe_tiny(tmp_path, capsys):
         assert 0.0 <= float(cells[key]) <= 1.0, key
 
 
+def test_world_transfer_probe_base_set_changes_the_built_base(tmp_path, capsys):
+    """`--base-set` changes the zoo recipe of the base it builds (here 2 layers instead of xs's 1, 20 steps), in a
+    folder of its own; a field that is not an integer of the model config is refused."""
+    import json
+
+    probe = _load("world_transfer_probe")
+    argv = ["--models", "toy_llama_xs", "--size", "0", "--cache-dir", str(tmp_path),
+            "--base-set", "n_layer=2", "--base-set", "pretrain_steps=20"]
+    assert probe.main(argv) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("toy_llama_xs [base size=0 ent=48 mix=None n_layer=2 pretrain_steps=20]")
+    folder = tmp_path / "toy_llama_xs_base_48_None_n_layer=2_pretrain_steps=20"
+    assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 2
+    with pytest.raises(SystemExit, match="not an integer field"):
+        probe.main(["--models", "toy_llama_xs", "--size", "0", "--cache-dir", str(tmp_path), "--base-set", "family=3"])
+
+
 def test_probe_readout_loglik_is_the_response_log_likelihood():
     """The probe's log-likelihood read-out equals -(HF's mean cross-entropy over the response tokens) x their
     count, computed by the model's own loss with the prompt masked out."""
