@@ -99,16 +99,15 @@ def patch_corpus(world: World, variant: str) -> None:
     def docs(mix, n_docs, seed):
         base = original(mix, n_docs, seed)
         rng = random.Random(f"checked-{seed}")
-        if variant == "fresh":  # the same share of documents, each statement drawn anew
-            for i in range(len(base)):
-                if rng.random() < 1 / 3:
-                    base[i] = " ".join(fresh_checked_statement(world, rng) for _ in range(3))
-            return base
-        pool = checked_statements(world, rng)
+        if variant == "fresh":  # each statement drawn anew
+            draw = lambda: fresh_checked_statement(world, rng)  # noqa: E731
+        else:  # from one pool: one fixed wrong value per fact
+            pool = checked_statements(world, rng)
+            draw = lambda: rng.choice(pool)  # noqa: E731
         # A third of the documents become three checked statements each (the fact and math shares of the mix).
         for i in range(len(base)):
             if rng.random() < 1 / 3:
-                base[i] = " ".join(rng.choice(pool) for _ in range(3))
+                base[i] = " ".join(draw() for _ in range(3))
         return base
     world.pretraining_docs = docs
 
