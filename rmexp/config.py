@@ -564,6 +564,22 @@ def torch_threads() -> int:
     return int(torch.get_num_threads())
 
 
+def numerics() -> dict[str, Any]:
+    """What, beside a config and its seeds, decides the last bits of a result, and so is part of the identity of
+    every cached output and of a trial: the torch thread count (:func:`torch_threads`), the instruction set ATen's
+    CPU kernels dispatch on and MKL's reproducibility mode (pinned at AVX2 by ``rmexp/__init__.py``; unpinned, an
+    AVX-512 machine gave other metrics than an AVX2 one: docs/reproducibility.md), and the torch and transformers
+    versions (their kernels and model code)."""
+    import os
+
+    import torch
+    import transformers
+
+    return {"threads": torch_threads(), "cpu": torch.backends.cpu.get_cpu_capability(),
+            "mkl_cbwr": os.environ.get("MKL_CBWR", ""), "torch": torch.__version__,
+            "transformers": transformers.__version__}
+
+
 def run_threads(cfg: DictConfig) -> int:
     """The torch threads a trial runs with: ``threads`` for a single run; in a sweep the driver gives each trial
     ``ray.cpus_per_trial`` threads (rounded, at least 1)."""

@@ -174,7 +174,7 @@ def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) 
     """
     from rmexp import zoo  # imported here: file-only runs never load the zoo
     from rmexp.cache import cached, content_id, write_json
-    from rmexp.config import config_hash, torch_threads
+    from rmexp.config import config_hash, numerics
     from rmexp.sampling import SAMPLER_VERSION
 
     d, pol = cfg.data, cfg.downstream.policy
@@ -182,7 +182,7 @@ def on_policy_preferences(cfg: DictConfig, world: World, n_candidates: int = 4) 
     # The policy by its content, not its name; the data config without the name for the same reason.
     data = {k: v for k, v in to_plain(d).items() if k != "on_policy"}
     key = config_hash(content_id(path), world.seed, WORLD_VERSION, data, pol.temperature, pol.max_new_tokens,
-                      n_candidates, torch_threads(), SAMPLER_VERSION)
+                      n_candidates, numerics(), SAMPLER_VERSION)
 
     def draw(folder: Path) -> None:
         write_json(folder / "rows.json", _sample_on_policy_pairs(cfg, world, path, n_candidates))

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rmexp import bench, zoo
 from rmexp import data as data_sources
-from rmexp.config import config_hash, load_model_config, run_threads, to_plain, torch_threads
+from rmexp.config import config_hash, load_model_config, numerics, run_threads, to_plain, torch_threads
 from rmexp.downstream import DOWNSTREAM, DownstreamContext, headline_metrics
 from rmexp.downstream.base import write_jsonl
 from rmexp.gold import gold_source
@@ -54,11 +54,11 @@ class TrialResult:
 
 
 def trial_key(cfg: DictConfig) -> str:
-    """Hash of what determines the metrics: the resolved config minus where it runs, plus the torch thread
-    count it runs with (results differ in the last bits across thread counts: rmexp.config.torch_threads)."""
+    """Hash of what determines the metrics: the resolved config minus where it runs, plus the numerics it runs
+    with (the torch thread count it is given, CPU kernels, library versions: rmexp.config.numerics)."""
     plain = to_plain(cfg)
     identity = {k: v for k, v in plain.items() if k not in NON_IDENTITY_KEYS}
-    return config_hash(identity, {"threads": run_threads(cfg)})
+    return config_hash(identity, {**numerics(), "threads": run_threads(cfg)})
 
 
 def _maybe_fail(cfg: DictConfig, stage: str) -> None:
@@ -67,8 +67,10 @@ def _maybe_fail(cfg: DictConfig, stage: str) -> None:
 
 
 def trial_params(cfg: DictConfig, policy_family: str | None) -> dict[str, str]:
+    nums = numerics()  # recorded with every run: what, beside the config, decided its last bits
     params = {
-        "seed": cfg.seed, "torch_threads": torch_threads(),
+        "seed": cfg.seed, "torch_threads": torch_threads(), "cpu_kernels": nums["cpu"], "mkl_cbwr": nums["mkl_cbwr"],
+        "torch": nums["torch"], "transformers": nums["transformers"],
         "model": cfg.model.name, "model.family": cfg.model.family, "model.size": cfg.model.size,
         "model.init": cfg.model.init, "data.source": cfg.data.source, "data.size": cfg.data.size,
         "data.label_noise": cfg.data.label_noise, "data.domain_weights": json.dumps(dict(cfg.data.domain_weights)),

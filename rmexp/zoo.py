@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
 
 from rmexp.cache import cached
-from rmexp.config import config_hash, load_model_config, torch_threads
+from rmexp.config import config_hash, load_model_config, numerics
 from rmexp.progress import progress_bar
 from rmexp.world.core import WORLD_VERSION, World, chat_text
 from rmexp.world.domains import DOMAINS
@@ -147,7 +147,7 @@ def zoo_key(cfg: DictConfig, world_seed: int) -> str:
             recipe.pop(key)
     if not recipe["sft_steps"]:
         recipe.pop("sft_wrong_rate")
-    return config_hash(recipe, world_seed, WORLD_VERSION, ZOO_VERSION, torch_threads())  # threads: config.torch_threads
+    return config_hash(recipe, world_seed, WORLD_VERSION, ZOO_VERSION, numerics())  # threads, CPU kernels, versions: config.numerics
 
 
 def model_path(cfg: DictConfig, world: World, cache_dir: str | Path, progress: bool = True) -> Path:

@@ -25,7 +25,7 @@ def policy_samples(cfg, world, cache: Path, progress: bool, gold=None):
     adds its query token ids (chat template included), its stop ids and the device it samples on."""
     from rmexp import zoo
     from rmexp.cache import cached, content_id, write_json
-    from rmexp.config import config_hash, torch_threads
+    from rmexp.config import config_hash, numerics
     from rmexp.gold import gold_source
     from rmexp.policy import is_zoo, load_policy, load_tokenizer, policy_identity, queries, stop_ids
     from rmexp.sampling import SAMPLER_VERSION
@@ -36,7 +36,7 @@ def policy_samples(cfg, world, cache: Path, progress: bool, gold=None):
     prompts = gold.prompts(cfg.downstream.bon.prompts_per_domain)
     zoo_policy = is_zoo(pcfg)
     parts = [content_id(path) if zoo_policy else policy_identity(path), *gold.identity(), SAMPLES_VERSION,
-             pol.temperature, pol.max_new_tokens, n, [p.key for p in prompts], torch_threads(), SAMPLER_VERSION]
+             pol.temperature, pol.max_new_tokens, n, [p.key for p in prompts], numerics(), SAMPLER_VERSION]
     if not zoo_policy:  # a zoo policy's queries and stops follow from the world's template: not in its key
         from rmexp.rm import resolve_device
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rmexp.cache import cached
-from rmexp.config import config_hash, torch_threads
+from rmexp.config import config_hash, numerics
 from rmexp.downstream import DownstreamContext, DownstreamMethod, StageOutput, register_downstream
 from rmexp.downstream.rlvr import VerifierScorer, read_stage, write_stage
 from rmexp.guards import require_finite
@@ -146,7 +146,7 @@ def dpo_key(cfg, policy_dir: Path, rows: list[dict], world_seed: int, gold=None)
     task = [] if gold is None or gold.name == "toy" else gold.identity()
     return config_hash(policy_identity(policy_dir), pol, rows_identity(rows), d,
                        cfg.downstream.ppo.eval_prompts_per_domain, world_seed, WORLD_VERSION, cfg.device, DPO_VERSION,
-                       torch_threads(), *task)
+                       numerics(), *task)
 
 
 def _write_samples(path: Path, rows: list[dict]) -> None:

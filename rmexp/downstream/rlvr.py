@@ -24,7 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rmexp.cache import MANIFEST, cached
-from rmexp.config import config_hash, torch_threads
+from rmexp.config import config_hash, numerics
 from rmexp.downstream import DownstreamContext, DownstreamMethod, StageOutput, register_downstream
 from rmexp.guards import require_finite
 from rmexp.policy import policy_identity
@@ -82,7 +82,7 @@ def rlvr_key(cfg, policy_dir: Path, world_seed: int) -> str:
            if k not in ("enabled", "algorithm")}
     pol = {k: v for k, v in OmegaConf.to_container(cfg.downstream.policy, resolve=True).items() if k != "model"}
     return config_hash(policy_identity(policy_dir), pol, world_seed, WORLD_VERSION, ppo, cfg.downstream.rlvr.algorithm,
-                       cfg.device, RLVR_VERSION, torch_threads())
+                       cfg.device, RLVR_VERSION, numerics())
 
 
 def _renamed(d: dict, old: str, new: str) -> dict:

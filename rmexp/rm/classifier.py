@@ -439,11 +439,11 @@ def rm_cache_key(ctx: RMContext) -> str:
     """Keyed by the rows themselves (not the data config: on-policy sampling settings, edited files and ignored
     data options then all do the right thing), margins included; train.* (LoRA, checkpointing) hashed whole;
     model.dtype and attn_implementation change the numbers."""
-    from rmexp.config import config_hash, torch_threads
+    from rmexp.config import config_hash, numerics
 
     cfg = ctx.cfg
     return config_hash(base_identity(ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction, cfg.data.seed,
-                       cfg.train, cfg.device, RM_VERSION, torch_threads(), cfg.model.dtype,
+                       cfg.train, cfg.device, RM_VERSION, numerics(), cfg.model.dtype,
                        cfg.model.attn_implementation)
 
 

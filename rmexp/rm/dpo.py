@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rmexp.cache import cached
-from rmexp.config import config_hash, torch_threads
+from rmexp.config import config_hash, numerics
 from rmexp.rm.base import RMContext, RMKind, base_identity, rows_identity, register_rm_kind
 from rmexp.rm.classifier import _orient_by_gold, resolve_device, split_pairs
 from rmexp.rm.lm import (Dialogue, budget_batches, encode_dialogue, fit, mean_tail, n_params,
@@ -149,7 +149,7 @@ def build(ctx: RMContext) -> DPOScorer:
     # Exactly what determines the trained policy (reference_free is a scoring choice, not a training one).
     key = config_hash(base_identity(ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction, cfg.data.seed,
                       opts.beta, opts.lr, opts.epochs, opts.batch_size, t.max_length, t.seed, t.warmup_ratio,
-                      t.schedule, t.weight_decay, t.grad_clip, cfg.device, DPO_VERSION, torch_threads())
+                      t.schedule, t.weight_decay, t.grad_clip, cfg.device, DPO_VERSION, numerics())
 
     def load(entry: Path) -> DPOScorer:
         device = resolve_device(cfg.device)

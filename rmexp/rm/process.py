@@ -24,7 +24,7 @@ from scipy.special import expit
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rmexp.cache import cached
-from rmexp.config import config_hash, torch_threads
+from rmexp.config import config_hash, numerics
 from rmexp.rm.base import RMContext, RMKind, base_identity, rows_identity, ValueInit, register_rm_kind
 from rmexp.rm.classifier import _orient_by_gold, resolve_device, split_pairs
 from rmexp.rm.lm import (Dialogue, budget_batches, encode_dialogue, fit, heldout_pair_accuracy,
@@ -164,7 +164,7 @@ def _save(out: Path, tok, model, metrics: dict[str, float], history: dict) -> No
 def _common_key(ctx: RMContext, opts) -> list:
     t = ctx.cfg.train
     return [base_identity(ctx.base), opts.lr, opts.epochs, opts.batch_size, t.max_length, t.seed, t.warmup_ratio,
-            t.schedule, t.weight_decay, t.grad_clip, ctx.cfg.device, PROCESS_VERSION, torch_threads()]
+            t.schedule, t.weight_decay, t.grad_clip, ctx.cfg.device, PROCESS_VERSION, numerics()]
 
 
 def _loader(ctx: RMContext, kind: str, aggregate: str | None):
