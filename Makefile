@@ -4,10 +4,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test test-all smoke report clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'  # the versions results and pins were made with
 	touch $@
 
 run: $(VENV)/.installed          ## the main job: the base-model sweep on the embedded toy world
