@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rmexp import bench, zoo
 from rmexp import data as data_sources
-from rmexp.config import config_hash, load_model_config, numerics, run_threads, to_plain, torch_threads
+from rmexp.config import config_hash, load_model_config, numerics, run_threads, to_plain
 from rmexp.downstream import DOWNSTREAM, DownstreamContext, headline_metrics
 from rmexp.downstream.base import write_jsonl
 from rmexp.gold import gold_source
@@ -69,7 +69,7 @@ def _maybe_fail(cfg: DictConfig, stage: str) -> None:
 def trial_params(cfg: DictConfig, policy_family: str | None) -> dict[str, str]:
     nums = numerics()  # recorded with every run: what, beside the config, decided its last bits
     params = {
-        "seed": cfg.seed, "torch_threads": torch_threads(), "cpu_kernels": nums["cpu"], "mkl_cbwr": nums["mkl_cbwr"],
+        "seed": cfg.seed, "torch_threads": nums["threads"], "cpu_kernels": nums["cpu"], "mkl_cbwr": nums["mkl_cbwr"],
         "torch": nums["torch"], "transformers": nums["transformers"],
         "model": cfg.model.name, "model.family": cfg.model.family, "model.size": cfg.model.size,
         "model.init": cfg.model.init, "data.source": cfg.data.source, "data.size": cfg.data.size,

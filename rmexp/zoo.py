@@ -147,7 +147,7 @@ def zoo_key(cfg: DictConfig, world_seed: int) -> str:
             recipe.pop(key)
     if not recipe["sft_steps"]:
         recipe.pop("sft_wrong_rate")
-    return config_hash(recipe, world_seed, WORLD_VERSION, ZOO_VERSION, numerics())  # threads, CPU kernels, versions: config.numerics
+    return config_hash(recipe, world_seed, WORLD_VERSION, ZOO_VERSION, numerics())  # config.numerics
 
 
 def model_path(cfg: DictConfig, world: World, cache_dir: str | Path, progress: bool = True) -> Path:
