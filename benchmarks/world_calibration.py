@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None, help="cache (default: a fresh temp dir, so times are cold)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a sweep trial gets 1)")
     parser.add_argument("--no-bon", action="store_true", help="skip best-of-N (RB2/RB1 only)")
+    parser.add_argument("--corpus", default="base", choices=("base", "checked", "fresh"),
+                        help="pretraining corpus of every base: the world's, or a variant of "
+                             "world_transfer_probe.py (a candidate world; needs a cache of its own)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write {model: metrics} as JSON")
     parser.add_argument("--from-json", nargs="+", default=None, metavar="PATH",
                         help="print the table and checks of earlier --json files (runs nothing)")
@@ -98,6 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     models = args.models or sweep_models(args.sweep)
     cache = args.cache_dir or tempfile.mkdtemp(prefix="rmexp_wcal_")
+    marker = Path(cache) / "corpus.txt"  # the zoo's cache key does not know a corpus variant: one per cache
+    if marker.exists() and marker.read_text() != args.corpus:
+        print(f"error: cache {cache} holds bases of corpus {marker.read_text()!r}, not {args.corpus!r}", file=sys.stderr)
+        return 2
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    marker.write_text(args.corpus)
+    if args.corpus != "base":
+        from world_transfer_probe import install_corpus_variant
+        install_corpus_variant(args.corpus)
     try:
         configs = {m: compose_trial(m, overrides, cache, not args.no_bon) for m in models}
     except Exception as err:  # noqa: BLE001 - a config error, reported before any work starts

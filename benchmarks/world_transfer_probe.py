@@ -54,6 +54,7 @@ from rmexp.world.data import preferences, rb2_rows  # noqa: E402
 from rmexp.world.domains import ATTRIBUTES, Math, number_text, parse_numbers  # noqa: E402
 
 DOMAINS = ("Factuality", "Math")
+COLUMN_MATH = [False]  # --math columns: the candidate domain of benchmarks/math_columns.py is installed
 
 
 def checked_statements(world: World, rng: random.Random) -> list[str]:
@@ -91,25 +92,31 @@ def fresh_checked_statement(world: World, rng: random.Random) -> str:
     return f"{a} {op} {b} is {number_text(r)} . {'yes' if true else 'no'} ."
 
 
-def patch_corpus(world: World, variant: str) -> None:
-    if variant == "base":
+def install_corpus_variant(variant: str) -> None:
+    """Make every World's corpus the `variant`'s (class-level, so the zoo's own builds see it; call once, before
+    any base is built, with a cache of its own: the zoo's cache key does not know the variant)."""
+    installed = getattr(World, "probe_corpus_variant", "base")
+    if variant == installed:
         return
-    original = world.pretraining_docs
+    if installed != "base":
+        raise RuntimeError(f"corpus variant {installed!r} is installed already; one per process")
+    original = World.pretraining_docs
 
-    def docs(mix, n_docs, seed):
-        base = original(mix, n_docs, seed)
+    def docs(self, mix, n_docs, seed):
+        base = original(self, mix, n_docs, seed)
         rng = random.Random(f"checked-{seed}")
         if variant == "fresh":  # each statement drawn anew
-            draw = lambda: fresh_checked_statement(world, rng)  # noqa: E731
+            draw = lambda: fresh_checked_statement(self, rng)  # noqa: E731
         else:  # from one pool: one fixed wrong value per fact
-            pool = checked_statements(world, rng)
+            pool = checked_statements(self, rng)
             draw = lambda: rng.choice(pool)  # noqa: E731
         # A third of the documents become three checked statements each (the fact and math shares of the mix).
         for i in range(len(base)):
             if rng.random() < 1 / 3:
                 base[i] = " ".join(draw() for _ in range(3))
         return base
-    world.pretraining_docs = docs
+    World.pretraining_docs = docs
+    World.probe_corpus_variant = variant
 
 
 @torch.no_grad()
@@ -126,12 +133,59 @@ def lm_knowledge(model, tok, world: World) -> dict[str, float]:
                 if len(p.get("ops")) != 1:
                     continue
                 (a, op, b), = p.get("ops")
-                text, target = f"<bos> {a} {op} {b} is", number_text(Math.OPS[op](a, b)).split()[0]
+                text = f"<bos> {number_text(a)} {op} {number_text(b)} is"  # = "a op b is" for single digits
+                target = number_text(Math.OPS[op](a, b)).split()[0]
             ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
             pred = model(input_ids=ids).logits[0, -1].argmax().item()
             hits += tok.convert_ids_to_tokens(pred) == target
             n += 1
         out[f"lm/{d}"] = hits / max(1, n)
+    return out
+
+
+def association_baseline(world: World, size: int) -> dict[str, float]:
+    """A scorer that knows only associations between what a question names and what an answer states: the net
+    count of train preference pairs whose chosen minus rejected answer pairs that answer (Math: the final
+    number; Factuality: the attribute value named) with that question item (Math: each operand, by position and
+    in any position; Factuality: the entity and the attribute). It knows no arithmetic and no facts, so above
+    chance on held-out prompts means the split leaks through associations, below chance that it is adversarial
+    to them. The RM's training pairs (`preferences`, seed 0), the held-out draws of `evaluate`."""
+    prefs = preferences(world, size, {d: 1.0 for d in DOMAINS}, 0.0, seed=0)
+
+    def feats(domain: str, prompt: str, response: str) -> list[tuple]:
+        if domain == "Math":
+            ops, nums = parse_numbers(prompt), parse_numbers(response)
+            return [(i, o, nums[-1]) for i, o in enumerate(ops)] + [(o, nums[-1]) for o in ops] if nums else []
+        words = prompt.split()  # "what is the A of E ?"
+        attribute, entity = words[3], words[5]
+        named = [w for w in response.split() if w in ATTRIBUTES[attribute]]
+        return [(entity, v) for v in named] + [(attribute, v) for v in named]
+    net: dict[tuple, int] = {}
+    for r in prefs:
+        for text, sign in ((r["chosen"], 1), (r["rejected"], -1)):
+            for f in feats(r["domain"], r["prompt"], text):
+                net[f] = net.get(f, 0) + sign
+
+    def score(domain: str, prompt: str, response: str) -> float:
+        return float(sum(net.get(f, 0) for f in feats(domain, prompt, response)))
+    out = {}
+    for split in ("train", "heldout"):
+        rng = random.Random(f"probe-{split}")
+        for d in DOMAINS:
+            ps = world.sample_prompts(d, split, 400, seed=7)
+            wins = []
+            for p in ps:
+                g, b = world.correct(rng, p), world.wrong(rng, p)
+                sg, sb = score(d, p.text, g), score(d, p.text, b)
+                wins.append(1.0 if sg > sb else 0.5 if sg == sb else 0.0)  # a tie is a coin flip
+            out[f"assoc_pair_{split}/{d}"] = float(np.mean(wins))
+    rows = [r for r in rb2_rows(world, 150, 0) if r["subset"] in DOMAINS]
+
+    def rb2_win(d: str, r: dict) -> float:  # ties broken at random: the expected win (all tied: 1/4, chance)
+        c, rej = score(d, r["prompt"], r["chosen"][0]), [score(d, r["prompt"], x) for x in r["rejected"]]
+        return 1.0 if c > max(rej) else 1.0 / (1 + rej.count(c)) if c == max(rej) else 0.0
+    for d in DOMAINS:
+        out[f"assoc_rb2/{d}"] = float(np.mean([rb2_win(d, r) for r in rows if r["subset"] == d]))
     return out
 
 
@@ -146,7 +200,7 @@ def evaluate(rm, world: World, prefs_seed: int) -> dict[str, float]:
             sc = rm.score([p.text for p in ps] * 2, good + bad)
             win = sc[:len(ps)] > sc[len(ps):]
             out[f"pair_{split}/{d}"] = float(np.mean(win))
-            if d == "Math":  # one-step questions only: a single fact the corpus states
+            if d == "Math" and not COLUMN_MATH[0]:  # one-step questions only: a single fact the corpus states
                 one = [len(p.get("ops")) == 1 for p in ps]
                 out[f"pair_{split}/Math1"] = float(np.mean(win[np.array(one)]))
                 # Near misses (off by 1-2) vs other wrong numbers: is the RM fooled by neighbouring results?
@@ -196,10 +250,11 @@ def fit_linear_bt(diff: np.ndarray, l2: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def verdict_readout(model, tok, world: World, seed: int = 0) -> float:
+def verdict_readout(model, tok, world: World, seed: int = 0) -> dict[str, float]:
     """How often the base LM's own verdict, log P("yes") - log P("no") after a held-out fact stated in the
-    `checked` corpus' exact format ("the color of zorvex is blue ."), is higher for the true value than for a
-    wrong one: did pretraining on checked statements teach a verdict that generalises? (0.5 = no.)"""
+    `checked` corpus' exact format ("the color of zorvex is blue .", "3 plus 4 is 7 ."), is higher for the true
+    value than for a wrong one: did pretraining on checked statements teach a verdict that generalises? (0.5 =
+    no.) Math: held-out one-step facts, the wrong result a near miss (off by 1-2) or any other number, half each."""
     yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
     fact = world.domains["Factuality"]
     rng = random.Random(f"verdict-{seed}")
@@ -215,7 +270,19 @@ def verdict_readout(model, tok, world: World, seed: int = 0) -> float:
         true = fact.kb[(e, a)]
         wrong = rng.choice([w for w in ATTRIBUTES[a] if w != true])
         wins.append(margin(f"the {a} of {e} is {true} .") > margin(f"the {a} of {e} is {wrong} ."))
-    return float(np.mean(wins))
+    out = {"readout/verdict_heldout/Factuality": float(np.mean(wins))}
+    if not COLUMN_MATH[0]:
+        wins = []
+        for p in world.prompts("Math", "heldout"):
+            if len(p.get("ops")) != 1:
+                continue
+            (a, op, b), = p.get("ops")
+            r = Math.OPS[op](a, b)
+            w = rng.choice([n for n in range(max(0, r - 2), r + 3) if n != r] if rng.random() < 0.5
+                           else [n for n in range(Math.MAX_RESULT + 1) if n != r])
+            wins.append(margin(f"{a} {op} {b} is {number_text(r)} .") > margin(f"{a} {op} {b} is {number_text(w)} ."))
+        out["readout/verdict_heldout/Math"] = float(np.mean(wins))
+    return out
 
 
 def readout(model, tok, world: World, n_pairs: int = 1500) -> dict[str, float]:
@@ -232,7 +299,7 @@ def readout(model, tok, world: World, n_pairs: int = 1500) -> dict[str, float]:
         hb, lb = readout_features(model, tok, texts, [world.wrong(rng, p) for p in ps])
         return hg - hb, lg - lb
 
-    out = {"readout/verdict_heldout/Factuality": verdict_readout(model, tok, world)}
+    out = verdict_readout(model, tok, world)
     for d in DOMAINS:
         train = list(world.prompts(d, "train"))
         random.Random(f"readout-split-{d}").shuffle(train)
@@ -264,13 +331,23 @@ def _patch_entities(n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=["toy_llama_s", "random_llama_s"])
+    ap.add_argument("--models", nargs="*", default=["toy_llama_s", "random_llama_s"],
+                    help="bases to probe; none (`--models` alone) with --association: the baseline only")
     ap.add_argument("--variant", default="base", choices=("base", "checked", "fresh"))
     ap.add_argument("--size", type=int, default=3000, help="RM preference pairs; 0: no RM (with --readout)")
     ap.add_argument("--mix", default=None, help="corpus mix of the base instead of the model's, e.g. 'Math=4,Ties=2'")
     ap.add_argument("--entities", type=int, default=48, help="Factuality entities (the world has 48)")
-    ap.add_argument("--base-set", action="append", default=[], metavar="KEY=INT",
-                    help="change an integer field of the base's zoo recipe, e.g. pretrain_steps=1600 (repeatable)")
+    ap.add_argument("--base-set", action="append", default=[], metavar="KEY=NUMBER",
+                    help="change a numeric field of the base's zoo recipe, e.g. pretrain_steps=1600 (repeatable)")
+    ap.add_argument("--math", default="world", choices=("world", "columns"),
+                    help="Math domain: the world's, or the two-digit column candidate (benchmarks/math_columns.py)")
+    ap.add_argument("--math-split", default="fact", choices=("fact", "minus-train"),
+                    help="Math's split: the world's (by fact), or minus questions for training and plus ones held out "
+                         "(benchmarks/math_splits.py; the corpus's dialogues follow the split, its truths do not)")
+    ap.add_argument("--association", action="store_true",
+                    help="also the association baseline on Math (assoc_*: no model, only number associations)")
+    ap.add_argument("--pair-domains", nargs="+", default=list(DOMAINS), choices=DOMAINS,
+                    help="domains of the RM's preference pairs (default both; evaluation always covers both)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--readout", action="store_true", help="also the frozen base's read-outs (readout/*)")
@@ -279,12 +356,28 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cache = args.cache_dir or tempfile.mkdtemp(prefix="rmexp_probe_")
+    install_corpus_variant(args.variant)
+    if args.math == "columns":
+        import math_columns
+        math_columns.install()
+        COLUMN_MATH[0] = True
+    def make_world() -> World:
+        world = World(0)
+        if args.math_split == "minus-train":
+            from math_splits import resplit
+            resplit(world, lambda p: all(op == "plus" for _, op, _ in p.get("ops")))
+        return world
+
+    if args.association:  # no model: the same for every base, so printed once
+        world = make_world()
+        cells = association_baseline(world, args.size or 3000)
+        print(f"association baseline [math={args.math} split={args.math_split} size={args.size or 3000}]  "
+              + "  ".join(f"{k}={v:.3f}" for k, v in sorted(cells.items())), flush=True)
     for name in args.models:
         t0 = time.time()
         if args.entities != 48:
             _patch_entities(args.entities)
-        world = World(0)
-        patch_corpus(world, args.variant)
+        world = make_world()
         mcfg = load_model_config(name)
         mcfg.name = name
         if args.mix:
@@ -293,10 +386,11 @@ def main(argv: list[str] | None = None) -> int:
             mcfg.corpus_mix = mix
         for kv in args.base_set:
             key, value = kv.split("=", 1)
-            if key not in mcfg or not isinstance(mcfg[key], int):
-                raise SystemExit(f"--base-set {kv!r}: {key!r} is not an integer field of the model config")
-            mcfg[key] = int(value)
-        folder = Path(cache) / "_".join([name, args.variant, str(args.entities), str(args.mix), *sorted(args.base_set)])
+            if key not in mcfg or not isinstance(mcfg[key], (int, float)):
+                raise SystemExit(f"--base-set {kv!r}: {key!r} is not a numeric field of the model config")
+            mcfg[key] = type(mcfg[key])(value)
+        folder = Path(cache) / "_".join([name, args.variant, *(["columns"] if args.math == "columns" else []),
+                                         *(["minus-train"] if args.math_split == "minus-train" else []), str(args.entities), str(args.mix), *sorted(args.base_set)])
         if not (folder / "config.json").exists():
             folder.mkdir(parents=True, exist_ok=True)
             zoo.build(mcfg, world, folder, progress=False)
@@ -308,12 +402,12 @@ def main(argv: list[str] | None = None) -> int:
         res = {}
         if args.size > 0:  # --size 0: the base's knowledge and read-outs only, no RM
             cfg = compose_trial(name, list(args.overrides), cache, bon=False)
-            prefs = preferences(world, args.size, {d: 1.0 for d in DOMAINS}, 0.0, seed=0)
+            prefs = preferences(world, args.size, {d: 1.0 for d in args.pair_domains}, 0.0, seed=0)
             with tempfile.TemporaryDirectory() as out:
                 rm = train_reward_model(folder, prefs, cfg, Path(out), progress=False)
                 res = evaluate(rm, world, 0)
         cells = know | res
-        setting = " ".join([args.variant, f"size={args.size}", f"ent={args.entities}", f"mix={args.mix}", *args.base_set,
+        setting = " ".join([args.variant, f"math={args.math}", f"split={args.math_split}", "pairs=" + "+".join(args.pair_domains), f"size={args.size}", f"ent={args.entities}", f"mix={args.mix}", *args.base_set,
                             *args.overrides])
         print(f"{name} [{setting}] {time.time() - t0:.0f}s  "
               + "  ".join(f"{k}={v:.3f}" for k, v in sorted(cells.items())), flush=True)

@@ -234,11 +234,11 @@ def test_world_transfer_probe_tiny(tmp_path, capsys):
             "--readout-pairs", "40", "train.epochs=1"]
     assert _load("world_transfer_probe").main(argv) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("toy_llama_xs [base size=200")
+    assert line.startswith("toy_llama_xs [base math=world split=fact pairs=Factuality+Math size=200")
     cells = dict(kv.split("=") for kv in line.split("  ")[1:])
     for key in ("lm/Factuality", "lm/Math", "pair_heldout/Factuality", "pair_train/Math", "rb2/Factuality", "rb2/Math",
                 "readout/loglik_heldout/Factuality", "readout/linear_heldout/Math", "readout/linear_val/Factuality",
-                "readout/verdict_heldout/Factuality"):
+                "readout/verdict_heldout/Factuality", "readout/verdict_heldout/Math"):
         assert 0.0 <= float(cells[key]) <= 1.0, key
 
 
@@ -252,10 +252,11 @@ def test_world_transfer_probe_base_set_changes_the_built_base(tmp_path, capsys):
             "--base-set", "n_layer=2", "--base-set", "pretrain_steps=20"]
     assert probe.main(argv) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("toy_llama_xs [base size=0 ent=48 mix=None n_layer=2 pretrain_steps=20]")
+    assert line.startswith("toy_llama_xs [base math=world split=fact pairs=Factuality+Math size=0 ent=48 mix=None n_layer=2 "
+                           "pretrain_steps=20]")
     folder = tmp_path / "toy_llama_xs_base_48_None_n_layer=2_pretrain_steps=20"
     assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 2
-    with pytest.raises(SystemExit, match="not an integer field"):
+    with pytest.raises(SystemExit, match="not a numeric field"):
         probe.main(["--models", "toy_llama_xs", "--size", "0", "--cache-dir", str(tmp_path), "--base-set", "family=3"])
 
 
@@ -316,8 +317,9 @@ def test_gpu_check_refuses_without_cuda(tmp_path):
 
 
 def test_probe_verdict_readout_compares_true_and_wrong_statements():
-    """A stand-in LM that says "yes" exactly after statements of true held-out facts scores 1.0; one that says
-    it after false statements scores 0.0 (the read-out compares the true value's verdict with a wrong one's)."""
+    """A stand-in LM that says "yes" exactly after statements of true held-out facts and sums scores 1.0 on both
+    domains; one that says it after false statements scores 0.0 (the read-out compares the true value's verdict
+    with a wrong one's)."""
     from types import SimpleNamespace
 
     from rmexp.world.core import World
@@ -332,16 +334,22 @@ def test_probe_verdict_readout_compares_true_and_wrong_statements():
     def stand_in(says_yes_when_true: bool):
         def model(input_ids):
             words = tok.convert_ids_to_tokens(input_ids[0].tolist())
-            entity, value = words[words.index("of") + 1], words[words.index("is") + 1]
-            attribute = words[words.index("the") + 1]
-            is_true = fact.kb[(entity, attribute)] == value
+            if words[1] == "the":  # "<bos> the A of E is V ."
+                entity, value = words[words.index("of") + 1], words[words.index("is") + 1]
+                attribute = words[words.index("the") + 1]
+                is_true = fact.kb[(entity, attribute)] == value
+            else:  # "<bos> a op b is N ." (N one or two digit tokens)
+                a, op, b = int(words[1]), words[2], int(words[3])
+                stated = int("".join(words[words.index("is") + 1:words.index(".")]))
+                is_true = stated == (a + b if op == "plus" else a - b)
             logits = torch.zeros(1, input_ids.shape[1], len(tok))
             logits[0, -1, yes if is_true == says_yes_when_true else no] = 5.0
             return SimpleNamespace(logits=logits)
         return model
 
-    assert probe.verdict_readout(stand_in(True), tok, world) == 1.0
-    assert probe.verdict_readout(stand_in(False), tok, world) == 0.0
+    for says_yes_when_true, expected in ((True, 1.0), (False, 0.0)):
+        out = probe.verdict_readout(stand_in(says_yes_when_true), tok, world)
+        assert out == {"readout/verdict_heldout/Factuality": expected, "readout/verdict_heldout/Math": expected}
 
 
 def test_probe_fresh_checked_statements_carry_the_true_verdict_and_vary_their_wrong_values():
@@ -412,3 +420,66 @@ def test_scoring_script_reports_a_failing_optional_row_and_goes_on(tmp_path, cap
     assert rep["failed_rows"] == {"rmexp/packed@7": "RuntimeError: out of memory"}
     assert [r["setting"] for r in rep["rows"]] == ["fixed", "grouped", "packed"]
     assert "rmexp/packed@7: failed (RuntimeError: out of memory)" in capsys.readouterr().out
+
+
+def test_association_baseline_learns_train_associations_and_finds_held_out_math_adversarial():
+    """The association scorer of the probe (no model): on train prompts it beats chance by what it counted; on
+    held-out prompts it is at chance for Factuality (a held-out fact's true and wrong values are equally unseen with
+    its entity) and below chance for Math (for a fixed operand the result fixes the other operand, so the true
+    result of a held-out fact is the one association no train pair endorses, and near misses are train facts'
+    results): the property of the world's split that docs/world_calibration.md reports (2026-12-05)."""
+    from rmexp.world.core import World
+
+    probe = _load("world_transfer_probe")
+    out = probe.association_baseline(World(0), 3000)
+    assert out["assoc_pair_train/Factuality"] > 0.65 and out["assoc_pair_train/Math"] > 0.65
+    assert 0.4 < out["assoc_pair_heldout/Factuality"] < 0.6
+    assert out["assoc_pair_heldout/Math"] < 0.4 and out["assoc_rb2/Math"] < 0.2
+
+
+def test_column_math_candidate_verifies_its_answers_and_splits_by_problem():
+    """benchmarks/math_columns.py: two-digit problems without carries or borrows, correct answers gold 1 and
+    wrong ones 0 (checked against Python's arithmetic), and a split by problem that keeps the world's 30%."""
+    import random
+
+    from rmexp.world.domains import parse_numbers
+
+    mod = _load("math_columns")
+    m = mod.ColumnMath()
+    prompts = m.prompts()
+    rng = random.Random(0)
+    for p in prompts[::37]:
+        (a, op, b), = p.get("ops")
+        true = a + b if op == "plus" else a - b
+        assert all((x + y <= 9) if op == "plus" else (x >= y) for x, y in zip(divmod(a, 10), divmod(b, 10)))
+        good, bad = m.correct(rng, p), m.wrong(rng, p)
+        assert parse_numbers(good)[-1] == true and m.gold(p, good) == 1.0
+        assert parse_numbers(bad)[-1] != true and m.gold(p, bad) == 0.0
+    assert m.units(prompts[0]) == (prompts[0].key,)
+
+
+def test_world_calibration_refuses_a_cache_built_with_another_corpus(tmp_path, capsys):
+    """`--corpus`: the zoo's cache key does not know a corpus variant, so a cache holds one corpus; asking for
+    another is one error line and exit 2 before any base is built."""
+    (tmp_path / "corpus.txt").write_text("base")
+    mod = _load("world_calibration")
+    assert mod.main(["--corpus", "fresh", "--models", "toy_llama_xs", "--cache-dir", str(tmp_path), "--no-bon"]) == 2
+    assert "holds bases of corpus 'base', not 'fresh'" in capsys.readouterr().err
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_math_splits_resplit_moves_every_math_prompt_to_one_side():
+    """benchmarks/math_splits.py: a re-split keeps every Math prompt exactly once, by the rule given (minus for
+    training, plus held out), and leaves the other domains' splits as the world made them."""
+    from rmexp.world.core import World
+
+    mod = _load("math_splits")
+    world = World(0)
+    before = {p.key for s in ("train", "heldout") for p in world.prompts("Math", s)}
+    fact_split = [p.key for p in world.prompts("Factuality", "heldout")]
+    mod.resplit(world, lambda p: all(op == "plus" for _, op, _ in p.get("ops")))
+    train, held = world.prompts("Math", "train"), world.prompts("Math", "heldout")
+    assert {p.key for p in train} | {p.key for p in held} == before and len(train) + len(held) == len(before)
+    assert all(any(op == "minus" for _, op, _ in p.get("ops")) for p in train)
+    assert all(all(op == "plus" for _, op, _ in p.get("ops")) for p in held)
+    assert [p.key for p in world.prompts("Factuality", "heldout")] == fact_split
