@@ -54,7 +54,7 @@ from rmexp.world.data import preferences, rb2_rows  # noqa: E402
 from rmexp.world.domains import ATTRIBUTES, Math, number_text, parse_numbers  # noqa: E402
 
 DOMAINS = ("Factuality", "Math")
-COLUMN_MATH = [False]  # --math columns: the candidate domain of benchmarks/math_columns.py is installed
+COLUMN_MATH = [False]  # --math columns: the column candidate of benchmarks/math_variants.py is installed
 
 
 def checked_statements(world: World, rng: random.Random) -> list[str]:
@@ -339,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--entities", type=int, default=48, help="Factuality entities (the world has 48)")
     ap.add_argument("--base-set", action="append", default=[], metavar="KEY=NUMBER",
                     help="change a numeric field of the base's zoo recipe, e.g. pretrain_steps=1600 (repeatable)")
-    ap.add_argument("--math", default="world", choices=("world", "columns"),
-                    help="Math domain: the world's, or the two-digit column candidate (benchmarks/math_columns.py)")
+    ap.add_argument("--math", default="world", choices=("world", "columns", "statement"),
+                    help="Math domain: the world's, or a candidate of benchmarks/math_variants.py")
     ap.add_argument("--math-split", default="fact", choices=("fact", "minus-train"),
                     help="Math's split: the world's (by fact), or minus questions for training and plus ones held out "
                          "(benchmarks/math_splits.py; the corpus's dialogues follow the split, its truths do not)")
@@ -357,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cache = args.cache_dir or tempfile.mkdtemp(prefix="rmexp_probe_")
     install_corpus_variant(args.variant)
-    if args.math == "columns":
-        import math_columns
-        math_columns.install()
-        COLUMN_MATH[0] = True
+    if args.math != "world":
+        import math_variants
+        math_variants.install(args.math)
+        COLUMN_MATH[0] = args.math == "columns"
     def make_world() -> World:
         world = World(0)
         if args.math_split == "minus-train":
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             if key not in mcfg or not isinstance(mcfg[key], (int, float)):
                 raise SystemExit(f"--base-set {kv!r}: {key!r} is not a numeric field of the model config")
             mcfg[key] = type(mcfg[key])(value)
-        folder = Path(cache) / "_".join([name, args.variant, *(["columns"] if args.math == "columns" else []),
+        folder = Path(cache) / "_".join([name, args.variant, *([args.math] if args.math != "world" else []),
                                          *(["minus-train"] if args.math_split == "minus-train" else []), str(args.entities), str(args.mix), *sorted(args.base_set)])
         if not (folder / "config.json").exists():
             folder.mkdir(parents=True, exist_ok=True)

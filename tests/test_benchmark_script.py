@@ -438,13 +438,13 @@ def test_association_baseline_learns_train_associations_and_finds_held_out_math_
 
 
 def test_column_math_candidate_verifies_its_answers_and_splits_by_problem():
-    """benchmarks/math_columns.py: two-digit problems without carries or borrows, correct answers gold 1 and
+    """benchmarks/math_variants.py, ColumnMath: two-digit problems without carries or borrows, correct answers gold 1 and
     wrong ones 0 (checked against Python's arithmetic), and a split by problem that keeps the world's 30%."""
     import random
 
     from rmexp.world.domains import parse_numbers
 
-    mod = _load("math_columns")
+    mod = _load("math_variants")
     m = mod.ColumnMath()
     prompts = m.prompts()
     rng = random.Random(0)
@@ -483,3 +483,25 @@ def test_math_splits_resplit_moves_every_math_prompt_to_one_side():
     assert all(any(op == "minus" for _, op, _ in p.get("ops")) for p in train)
     assert all(all(op == "plus" for _, op, _ in p.get("ops")) for p in held)
     assert [p.key for p in world.prompts("Factuality", "heldout")] == fact_split
+
+
+def test_statement_math_candidate_answers_with_the_bare_statement():
+    """benchmarks/math_variants.py, StatementMath: one-step questions only, every answer exactly "a op b is c ."
+    with c the true result (gold 1) or another number (gold 0); the split unit stays the world's fact."""
+    import random
+
+    from rmexp.world.domains import Math
+
+    mod = _load("math_variants")
+    m = mod.StatementMath()
+    prompts = m.prompts()
+    assert prompts and all(len(p.get("ops")) == 1 for p in prompts)
+    assert len(prompts) == len([p for p in Math().prompts() if len(p.get("ops")) == 1])
+    rng = random.Random(0)
+    for p in prompts[::11]:
+        (a, op, b), = p.get("ops")
+        true = a + b if op == "plus" else a - b
+        assert m.correct(rng, p) == f"{a} {op} {b} is {' '.join(str(true))} ."
+        bad = m.wrong(rng, p)
+        assert bad.startswith(f"{a} {op} {b} is ") and bad.endswith(" .") and m.gold(p, bad) == 0.0
+    assert m.units(prompts[0]) == Math().units(prompts[0])

@@ -1,6 +1,6 @@
-"""A candidate Math domain for the toy world (a probe variant; the world's own Math is rmexp.world.domains.Math).
+"""Candidate Math domains for the toy world (probe variants; the world's own Math is rmexp.world.domains.Math).
 
-Why: in the world's Math (single-digit facts split by fact) the held-out set is adversarial to any RM that scores
+`ColumnMath` (`--math columns`). Why: in the world's Math (single-digit facts split by fact) the held-out set is adversarial to any RM that scores
 (operand, result) associations: for a fixed operand the results are a bijection with the other operand, so the
 true result of a held-out fact is the one association that no train pair endorses, while its near misses are the
 train facts' results. A counting scorer that knows nothing but those associations is far below chance there
@@ -10,6 +10,10 @@ facts the corpus states; the split is by problem, so held-out problems are new n
 preference data shows in other problems. Whole-number associations are sparse (one problem each); what carries
 over is the column procedure, which pretraining teaches (train dialogues and the digit facts) and a random-init
 base can only learn from the preference pairs.
+
+`StatementMath` (`--math statement`): the world's one-step facts only, every answer the bare statement "3 plus 4 is
+7 ." (no styles, no two-step questions), i.e. the exact format of the checked corpus's statements: can an RM read
+a verdict the base learnt in pretraining when the answer is nothing but the statement it was learnt on?
 """
 from __future__ import annotations
 
@@ -77,14 +81,29 @@ class ColumnMath(Math):
         return 1.0 if numbers and numbers[-1] == Math.OPS[op](a, b) else 0.0
 
 
-def install() -> None:
-    """Make World build ColumnMath as its Math domain (call before World(...))."""
+class StatementMath(Math):
+    """One-step facts, split by fact as in the world; every answer is the statement "a op b is c ."."""
+
+    def prompts(self) -> list[Prompt]:
+        return [p for p in super().prompts() if len(p.get("ops")) == 1]
+
+    def _render(self, rng, steps) -> str:
+        (left, op, right, result), = steps
+        return f"{left} {op} {right} is {number_text(result)} ."
+
+
+VARIANTS = {"columns": ColumnMath, "statement": StatementMath}
+
+
+def install(name: str) -> None:
+    """Make World build the variant as its Math domain (call before World(...))."""
     import rmexp.world.core as core
-    core.Math = ColumnMath
+    core.Math = VARIANTS[name]
 
 
 if __name__ == "__main__":  # a look at the candidate
-    install()
+    import sys
+    install(sys.argv[1] if len(sys.argv) > 1 else "columns")
     from rmexp.world.core import World
     w = World(0)
     rng = random.Random(0)
