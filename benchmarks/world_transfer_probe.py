@@ -27,6 +27,9 @@ Variants (the corpus is the only thing they change):
            compute whether a statement is true at the statement's end, where an RM reads its score.
   fresh    as `checked`, but every checked statement is drawn anew (a wrong value drawn for each one), so the
            verdict cannot be memorised per fact (`checked` states one fixed wrong value per fact).
+  chatfresh  as `fresh`, but half of the checked items are dialogues on train prompts with a right or wrong
+           answer and the verdict after the answer's end ("... <assistant> 3 plus 4 is 8 . <eos> no ."): the
+           verdict where a classifier RM reads, in the chat context it reads.
 """
 from __future__ import annotations
 
@@ -92,6 +95,16 @@ def fresh_checked_statement(world: World, rng: random.Random) -> str:
     return f"{a} {op} {b} is {number_text(r)} . {'yes' if true else 'no'} ."
 
 
+def checked_dialogue(world: World, rng: random.Random) -> str:
+    """A dialogue on a *train* Factuality or Math prompt, its answer right or wrong (half each, the world's own
+    correct / wrong answers in every style), then the verdict after the end of the answer: "<bos> <user> what is
+    3 plus 4 ? <assistant> 3 plus 4 is 8 . <eos> no ." Held-out prompts never appear as dialogues."""
+    p = rng.choice(world.prompts(rng.choice(DOMAINS), "train"))
+    true = rng.random() < 0.5
+    answer = world.correct(rng, p) if true else world.wrong(rng, p)
+    return f"{chat_text(p.text, answer)} {'yes' if true else 'no'} ."
+
+
 def install_corpus_variant(variant: str) -> None:
     """Make every World's corpus the `variant`'s (class-level, so the zoo's own builds see it; call once, before
     any base is built, with a cache of its own: the zoo's cache key does not know the variant)."""
@@ -107,6 +120,9 @@ def install_corpus_variant(variant: str) -> None:
         rng = random.Random(f"checked-{seed}")
         if variant == "fresh":  # each statement drawn anew
             draw = lambda: fresh_checked_statement(self, rng)  # noqa: E731
+        elif variant == "chatfresh":  # half checked statements, half checked dialogues on train prompts
+            draw = lambda: (fresh_checked_statement(self, rng) if rng.random() < 0.5  # noqa: E731
+                            else checked_dialogue(self, rng))
         else:  # from one pool: one fixed wrong value per fact
             pool = checked_statements(self, rng)
             draw = lambda: rng.choice(pool)  # noqa: E731
@@ -254,7 +270,12 @@ def verdict_readout(model, tok, world: World, seed: int = 0) -> dict[str, float]
     """How often the base LM's own verdict, log P("yes") - log P("no") after a held-out fact stated in the
     `checked` corpus' exact format ("the color of zorvex is blue .", "3 plus 4 is 7 ."), is higher for the true
     value than for a wrong one: did pretraining on checked statements teach a verdict that generalises? (0.5 =
-    no.) Math: held-out one-step facts, the wrong result a near miss (off by 1-2) or any other number, half each."""
+    no.) Math: held-out one-step facts, the wrong result a near miss (off by 1-2) or any other number, half each.
+
+    Per context of the statement: `verdict_heldout` right after <bos> (the corpus's own), `verdict_after_truth`
+    after another true statement, `verdict_chat` as the answer of a chat dialogue on its own question, read at the
+    statement's "." (before <eos>), and `verdict_chat_eos` at the dialogue's <eos> (where a classifier RM reads and
+    where `chatfresh` puts the verdict): does the verdict survive the context an RM sees?"""
     yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
     fact = world.domains["Factuality"]
     rng = random.Random(f"verdict-{seed}")
@@ -264,15 +285,19 @@ def verdict_readout(model, tok, world: World, seed: int = 0) -> dict[str, float]
         logp = torch.log_softmax(model(input_ids=ids).logits[0, -1].double(), -1)
         return float(logp[yes] - logp[no])
 
-    wins = []
+    contexts = {  # name -> (question, statement) -> the text after <bos>
+        "verdict_heldout": lambda q, st: st,
+        "verdict_after_truth": lambda q, st: f"2 plus 2 is 4 . {st}",
+        "verdict_chat": lambda q, st: f"<user> {q} <assistant> {st}",
+        "verdict_chat_eos": lambda q, st: f"<user> {q} <assistant> {st} <eos>",
+    }
+    items: dict[str, list[tuple[str, str, str]]] = {"Factuality": [], "Math": []}  # (question, true, wrong)
     for p in world.prompts("Factuality", "heldout"):
         e, a = p.get("entity"), p.get("attribute")
         true = fact.kb[(e, a)]
         wrong = rng.choice([w for w in ATTRIBUTES[a] if w != true])
-        wins.append(margin(f"the {a} of {e} is {true} .") > margin(f"the {a} of {e} is {wrong} ."))
-    out = {"readout/verdict_heldout/Factuality": float(np.mean(wins))}
+        items["Factuality"].append((p.text, f"the {a} of {e} is {true} .", f"the {a} of {e} is {wrong} ."))
     if not COLUMN_MATH[0]:
-        wins = []
         for p in world.prompts("Math", "heldout"):
             if len(p.get("ops")) != 1:
                 continue
@@ -280,8 +305,12 @@ def verdict_readout(model, tok, world: World, seed: int = 0) -> dict[str, float]
             r = Math.OPS[op](a, b)
             w = rng.choice([n for n in range(max(0, r - 2), r + 3) if n != r] if rng.random() < 0.5
                            else [n for n in range(Math.MAX_RESULT + 1) if n != r])
-            wins.append(margin(f"{a} {op} {b} is {number_text(r)} .") > margin(f"{a} {op} {b} is {number_text(w)} ."))
-        out["readout/verdict_heldout/Math"] = float(np.mean(wins))
+            items["Math"].append((p.text, f"{a} {op} {b} is {number_text(r)} .", f"{a} {op} {b} is {number_text(w)} ."))
+    out = {}
+    for d, rows in items.items():
+        for name, ctx in contexts.items():
+            if rows:
+                out[f"readout/{name}/{d}"] = float(np.mean([margin(ctx(q, t)) > margin(ctx(q, w)) for q, t, w in rows]))
     return out
 
 
@@ -333,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*", default=["toy_llama_s", "random_llama_s"],
                     help="bases to probe; none (`--models` alone) with --association: the baseline only")
-    ap.add_argument("--variant", default="base", choices=("base", "checked", "fresh"))
+    ap.add_argument("--variant", default="base", choices=("base", "checked", "fresh", "chatfresh"))
     ap.add_argument("--size", type=int, default=3000, help="RM preference pairs; 0: no RM (with --readout)")
     ap.add_argument("--mix", default=None, help="corpus mix of the base instead of the model's, e.g. 'Math=4,Ties=2'")
     ap.add_argument("--entities", type=int, default=48, help="Factuality entities (the world has 48)")

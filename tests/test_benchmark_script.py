@@ -319,7 +319,8 @@ def test_gpu_check_refuses_without_cuda(tmp_path):
 def test_probe_verdict_readout_compares_true_and_wrong_statements():
     """A stand-in LM that says "yes" exactly after statements of true held-out facts and sums scores 1.0 on both
     domains; one that says it after false statements scores 0.0 (the read-out compares the true value's verdict
-    with a wrong one's)."""
+    with a wrong one's), in every context the read-out puts the statement in (alone, after a truth, as a dialogue's
+    answer read before and at its <eos>)."""
     from types import SimpleNamespace
 
     from rmexp.world.core import World
@@ -334,11 +335,17 @@ def test_probe_verdict_readout_compares_true_and_wrong_statements():
     def stand_in(says_yes_when_true: bool):
         def model(input_ids):
             words = tok.convert_ids_to_tokens(input_ids[0].tolist())
-            if words[1] == "the":  # "<bos> the A of E is V ."
+            if words[-1] == "<eos>":
+                words = words[:-1]
+            # the statement: after the dialogue's <assistant>, else after the last "." before the final one
+            start = words.index("<assistant>") + 1 if "<assistant>" in words else \
+                max([0] + [i + 1 for i, w in enumerate(words[:-1]) if w == "."])
+            words = ["<bos>", *[w for w in words[start:] if w != "<bos>"]]
+            if words[1] == "the":  # "the A of E is V ."
                 entity, value = words[words.index("of") + 1], words[words.index("is") + 1]
                 attribute = words[words.index("the") + 1]
                 is_true = fact.kb[(entity, attribute)] == value
-            else:  # "<bos> a op b is N ." (N one or two digit tokens)
+            else:  # "a op b is N ." (N one or two digit tokens)
                 a, op, b = int(words[1]), words[2], int(words[3])
                 stated = int("".join(words[words.index("is") + 1:words.index(".")]))
                 is_true = stated == (a + b if op == "plus" else a - b)
@@ -347,9 +354,10 @@ def test_probe_verdict_readout_compares_true_and_wrong_statements():
             return SimpleNamespace(logits=logits)
         return model
 
+    contexts = ("verdict_heldout", "verdict_after_truth", "verdict_chat", "verdict_chat_eos")
     for says_yes_when_true, expected in ((True, 1.0), (False, 0.0)):
         out = probe.verdict_readout(stand_in(says_yes_when_true), tok, world)
-        assert out == {"readout/verdict_heldout/Factuality": expected, "readout/verdict_heldout/Math": expected}
+        assert out == {f"readout/{c}/{d}": expected for c in contexts for d in ("Factuality", "Math")}
 
 
 def test_probe_fresh_checked_statements_carry_the_true_verdict_and_vary_their_wrong_values():
@@ -505,3 +513,30 @@ def test_statement_math_candidate_answers_with_the_bare_statement():
         bad = m.wrong(rng, p)
         assert bad.startswith(f"{a} {op} {b} is ") and bad.endswith(" .") and m.gold(p, bad) == 0.0
     assert m.units(prompts[0]) == Math().units(prompts[0])
+
+
+def test_probe_checked_dialogues_use_train_prompts_and_carry_the_gold_verdict():
+    """`--variant chatfresh`: a checked dialogue is a train-split Factuality or Math prompt in the chat format, its
+    answer the world's own right or wrong one, then the verdict the verifier gives ("yes" iff gold is 1); held-out
+    prompts never appear (they are quizzes, not knowledge)."""
+    import random
+
+    from rmexp.world.core import World
+
+    probe = _load("world_transfer_probe")
+    world = World(0)
+    train = {d: {p.text: p for p in world.prompts(d, "train")} for d in ("Factuality", "Math")}
+    held = {p.text for d in ("Factuality", "Math") for p in world.prompts(d, "heldout")}
+    rng = random.Random(0)
+    verdicts = []
+    for _ in range(400):
+        text = probe.checked_dialogue(world, rng)
+        assert text.startswith("<bos> <user> ") and text.endswith(" .")
+        question = text[len("<bos> <user> "):text.index(" <assistant>")]
+        answer = text[text.index("<assistant> ") + len("<assistant> "):text.index(" <eos>")]
+        verdict = text.split()[-2]
+        assert question not in held
+        p = train["Factuality"].get(question) or train["Math"][question]
+        assert verdict == ("yes" if world.gold(p, answer) == 1.0 else "no")
+        verdicts.append(verdict == "yes")
+    assert 0.4 < sum(verdicts) / len(verdicts) < 0.6
