@@ -91,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, metavar="PATH", help="also write {model: metrics} as JSON")
     parser.add_argument("--from-json", nargs="+", default=None, metavar="PATH",
                         help="print the table and checks of earlier --json files (runs nothing)")
+    parser.add_argument("--seeds", nargs="+", action="append", default=None, metavar="PATH",
+                        help="one seed's --json files (repeat the flag per seed): per-config means over the seeds and "
+                             "the replicate statistics (runs nothing)")
     args = parser.parse_args(argv)
+    if args.seeds:
+        print_replicates([{m: r for path in paths for m, r in json.loads(Path(path).read_text()).items()}
+                          for paths in args.seeds])
+        return 0
     if args.from_json:
         rows = {}
         for path in args.from_json:
@@ -143,6 +150,66 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
     print(f"\n{len(rows)} RMs: {cpu_total:.0f} s CPU in all (on a loaded machine the CPU time is the better "
           "estimate of the idle wall time)")
     print("\n".join(checks(rows)))
+
+
+def replicate_summary(seeds: list[dict[str, dict[str, float]]]) -> dict:
+    """Statistics over seed replicates of the same configs (each dict: one seed's {model: metrics}; models in every
+    seed only): per metric the one-way ANOVA of `rmexp.stats.icc1` and the ratio seed SD / between-config SD with a
+    95% interval from the F distribution (sigma_b^2 / sigma_w^2 in [(F / F_hi - 1) / k0, (F / F_lo - 1) / k0]); per
+    domain of the transfer check the pretrained - random-init difference of config means over matched shapes with a
+    t interval; RB2 overall vs BoN gain over config means, Pearson r with its Fisher z interval."""
+    import math
+
+    import numpy as np
+    from scipy import stats as sst
+
+    from rmexp.stats import icc1
+
+    models = sorted(set.intersection(*(set(s) for s in seeds)))
+    out: dict = {"models": models, "seeds": len(seeds), "reliability": {}, "transfer": {}}
+    for metric in ("rb2/overall", "bon/gain_16", *(f"rb2/{c}" for c in COLUMNS[:-1])):
+        if not all(metric in s[m] for s in seeds for m in models):
+            continue
+        o = icc1([[s[m][metric] for s in seeds] for m in models])
+        d1, d2 = len(models) - 1, len(models) * (len(seeds) - 1)
+        f = o["msb"] / o["msw"] if o["msw"] > 0 else math.inf
+
+        def ratio(var_ratio: float) -> float:  # seed SD / between SD from sigma_b^2 / sigma_w^2
+            return 1 / math.sqrt(var_ratio) if var_ratio > 0 else math.inf
+        lo_var = (f / sst.f.ppf(0.975, d1, d2) - 1) / o["k0"]
+        hi_var = (f / sst.f.ppf(0.025, d1, d2) - 1) / o["k0"]
+        out["reliability"][metric] = {**o, "ratio": o["seed_sd"] / o["between_sd"] if o["between_sd"] > 0 else math.inf,
+                                      "ratio_lo": ratio(hi_var), "ratio_hi": ratio(lo_var), "df": (d1, d2)}
+    means = {m: {k: float(np.mean([s[m][k] for s in seeds])) for k in seeds[0][m] if all(k in s[m] for s in seeds)}
+             for m in models}
+    for d in ("Factuality", "Math"):
+        diffs = np.array([means[m][f"rb2/{d}"] - means[m.replace("toy_", "random_", 1)][f"rb2/{d}"]
+                          for m in models if m.startswith("toy_") and m.replace("toy_", "random_", 1) in means])
+        if diffs.size >= 2:
+            half = sst.t.ppf(0.975, diffs.size - 1) * diffs.std(ddof=1) / math.sqrt(diffs.size)
+            out["transfer"][d] = {"n": int(diffs.size), "diff": float(diffs.mean()),
+                                  "lo": float(diffs.mean() - half), "hi": float(diffs.mean() + half)}
+    out["best"] = {c: max((means[m][f"rb2/{c}"], m) for m in models) for c in COLUMNS[:-1]}
+    if len(models) > 3 and all("bon/gain_16" in means[m] for m in models):
+        r = float(np.corrcoef([means[m]["rb2/overall"] for m in models], [means[m]["bon/gain_16"] for m in models])[0, 1])
+        z, half = math.atanh(r), 1.959964 / math.sqrt(len(models) - 3)
+        out["rb2_vs_bon"] = {"r": r, "lo": math.tanh(z - half), "hi": math.tanh(z + half), "n": len(models)}
+    return out
+
+
+def print_replicates(seeds: list[dict[str, dict[str, float]]]) -> None:
+    rep = replicate_summary(seeds)
+    print(f"{len(rep['models'])} configs x {rep['seeds']} seeds")
+    for metric, o in rep["reliability"].items():
+        print(f"{metric}: seed SD {o['seed_sd']:.3f}, between-config SD {o['between_sd']:.3f}, ratio {o['ratio']:.2f} "
+              f"[{o['ratio_lo']:.2f}, {o['ratio_hi']:.2f}] (F, {o['df'][0]} and {o['df'][1]} df), ICC(1) {o['icc1']:.2f}")
+    for d, t in rep["transfer"].items():
+        print(f"pretrained - random-init, RB2 {d}: {t['diff']:+.3f} [{t['lo']:+.3f}, {t['hi']:+.3f}] ({t['n']} pairs, t)")
+    print("best config per domain: " + ", ".join(f"{c} {v:.3f} ({m})" for c, (v, m) in rep["best"].items()))
+    if "rb2_vs_bon" in rep:
+        c = rep["rb2_vs_bon"]
+        print(f"RB2 overall vs BoN gain_16 over config means: r {c['r']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}] "
+              f"(Fisher z, n {c['n']})")
 
 
 if __name__ == "__main__":

@@ -540,3 +540,27 @@ def test_probe_checked_dialogues_use_train_prompts_and_carry_the_gold_verdict():
         assert verdict == ("yes" if world.gold(p, answer) == 1.0 else "no")
         verdicts.append(verdict == "yes")
     assert 0.4 < sum(verdicts) / len(verdicts) < 0.6
+
+
+def test_world_calibration_replicate_summary_matches_hand_computed_values():
+    """`--seeds`: two seeds of four configs. By hand: within-config variance (0.05^2 * 2 * 3) / 4 = 0.00375 (seed SD
+    0.06124), MSB = 2 * 0.056875 / 3 = 0.037917, between SD sqrt((MSB - MSW) / 2) = 0.13070, ratio 0.4685; its F
+    interval with F = MSB / MSW = 10.111 and the tables' F(3, 4) quantiles 9.9792 (0.975) and 0.06622 (0.025):
+    [1 / sqrt((10.111 / 0.06622 - 1) / 2), 1 / sqrt((10.111 / 9.9792 - 1) / 2)] = [0.1148, 12.30]. Transfer:
+    Factuality pairs +0.5 (llama), +0.2 (gpt2): mean +0.35, half-width t(0.975, 1) 12.706 x 0.15 = 1.906."""
+    mod = _load("world_calibration")
+    base = {f"rb2/{c}": 0.25 for c in ("Precise IF", "Math", "Safety", "Focus", "Ties")}
+    overall = {"toy_llama_s": (0.5, 0.6), "random_llama_s": (0.3, 0.3), "toy_gpt2_s": (0.4, 0.5), "random_gpt2_s": (0.2, 0.3)}
+    fact = {"toy_llama_s": 0.8, "random_llama_s": 0.3, "toy_gpt2_s": 0.5, "random_gpt2_s": 0.3}
+    seeds = [{m: {**base, "rb2/overall": v[k], "rb2/Factuality": fact[m]} for m, v in overall.items()} for k in (0, 1)]
+    rep = mod.replicate_summary(seeds)
+    rel = rep["reliability"]["rb2/overall"]
+    assert rel["seed_sd"] == pytest.approx(0.0612372, rel=1e-5)
+    assert rel["between_sd"] == pytest.approx(0.1307032, rel=1e-5)
+    assert rel["ratio"] == pytest.approx(0.468521, rel=1e-4)
+    assert rel["ratio_lo"] == pytest.approx(0.1148, rel=2e-3) and rel["ratio_hi"] == pytest.approx(12.30, rel=2e-3)
+    t = rep["transfer"]["Factuality"]
+    assert t["n"] == 2 and t["diff"] == pytest.approx(0.35)
+    assert t["hi"] - t["diff"] == pytest.approx(12.706 * 0.15, rel=1e-3)
+    assert rep["best"]["Factuality"] == (0.8, "toy_llama_s")
+    assert "rb2_vs_bon" not in rep  # no BoN in these rows, and only 4 configs
