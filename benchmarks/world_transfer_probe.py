@@ -358,6 +358,52 @@ def _patch_entities(n: int) -> None:
     domains.Factuality.__init__ = init
 
 
+def parse_result_line(line: str) -> tuple[str, str, int, dict[str, float]] | None:
+    """A result line of this script -> (model, setting without the seed, seed, cells); None for any other line."""
+    head, sep, rest = line.partition("] ")
+    if not sep or " [" not in head:
+        return None
+    name, setting = head.split(" [", 1)
+    words = setting.split()
+    seed = next((int(w.split("=", 1)[1]) for w in words if w.startswith("seed=")), 0)
+    setting = " ".join(w for w in words if not w.startswith("seed="))
+    cells = {k: float(v) for k, v in (kv.split("=", 1) for kv in rest.split()[1:] if "=" in kv)}
+    return name, setting, seed, cells
+
+
+def summarize(lines: list[str]) -> list[str]:
+    """Mean ± SE over seeds of every cell per (model, setting), and for each toy_X with a random_X run of the same
+    setting and seeds, the paired difference with its t interval (95%, over the seeds)."""
+    from scipy import stats as sst
+
+    runs: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+    for line in lines:
+        parsed = parse_result_line(line)
+        if parsed:
+            name, setting, seed, cells = parsed
+            runs.setdefault((name, setting), {})[seed] = cells
+    out = []
+    for (name, setting), by_seed in runs.items():
+        keys = sorted(set.intersection(*(set(c) for c in by_seed.values())))
+        cells = []
+        for k in keys:
+            v = np.array([by_seed[s][k] for s in sorted(by_seed)])
+            cells.append(f"{k}={v.mean():.3f}" + (f"±{v.std(ddof=1) / np.sqrt(v.size):.3f}" if v.size > 1 else ""))
+        out.append(f"{name} [{setting}] n={len(by_seed)}  " + "  ".join(cells))
+        control = runs.get((name.replace("toy_", "random_", 1), setting)) if name.startswith("toy_") else None
+        seeds = sorted(set(by_seed) & set(control or {}))
+        if len(seeds) >= 2:
+            diffs = []
+            for k in keys:
+                if all(k in control[s] for s in seeds):
+                    d = np.array([by_seed[s][k] - control[s][k] for s in seeds])
+                    half = sst.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+                    diffs.append(f"{k}={d.mean():+.3f}[{d.mean() - half:+.3f},{d.mean() + half:+.3f}]")
+            out.append(f"{name} - {name.replace('toy_', 'random_', 1)} [{setting}] paired over {len(seeds)} seeds  "
+                       + "  ".join(diffs))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*", default=["toy_llama_s", "random_llama_s"],
@@ -382,7 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readout", action="store_true", help="also the frozen base's read-outs (readout/*)")
     ap.add_argument("--readout-pairs", type=int, default=1500, help="pairs the linear read-out is fitted on")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for the RM trial config (train.lr=...)")
+    ap.add_argument("--summarize", nargs="+", default=None, metavar="FILE",
+                    help="files of this script's result lines: mean ± SE over seeds per model and setting, and "
+                         "pretrained - random-init paired over seeds (runs nothing)")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print("\n".join(summarize([line for f in args.summarize for line in Path(f).read_text().splitlines()])))
+        return 0
     torch.set_num_threads(args.threads)
     cache = args.cache_dir or tempfile.mkdtemp(prefix="rmexp_probe_")
     install_corpus_variant(args.variant)

@@ -564,3 +564,19 @@ def test_world_calibration_replicate_summary_matches_hand_computed_values():
     assert t["hi"] - t["diff"] == pytest.approx(12.706 * 0.15, rel=1e-3)
     assert rep["best"]["Factuality"] == (0.8, "toy_llama_s")
     assert "rb2_vs_bon" not in rep  # no BoN in these rows, and only 4 configs
+
+
+def test_probe_summarize_means_and_pairs_by_seed():
+    """`--summarize`: result lines grouped by model and setting (the seed taken out), mean ± SE over seeds, and the
+    pretrained - random-init difference paired by seed. By hand: toy 0.8, 0.6 -> 0.700 ± 0.100; random 0.3, 0.3;
+    differences 0.5, 0.3 -> +0.400, half-width t(0.975, 1) 12.706 x 0.1 = 1.271."""
+    probe = _load("world_transfer_probe")
+    lines = ["toy_llama_s [base size=3000 seed=0] 8s  rb2/Math=0.800", "toy_llama_s [base size=3000 seed=1] 8s  rb2/Math=0.600",
+             "random_llama_s [base size=3000 seed=0] 8s  rb2/Math=0.300", "random_llama_s [base size=3000 seed=1] 8s  rb2/Math=0.300",
+             "noise line", "toy_llama_s [base size=9] 8s  rb2/Math=0.100"]
+    out = probe.summarize(lines)
+    assert "toy_llama_s [base size=3000] n=2  rb2/Math=0.700±0.100" in out
+    assert "random_llama_s [base size=3000] n=2  rb2/Math=0.300±0.000" in out
+    assert "toy_llama_s [base size=9] n=1  rb2/Math=0.100" in out
+    paired = [line for line in out if line.startswith("toy_llama_s - random_llama_s [base size=3000]")]
+    assert paired == ["toy_llama_s - random_llama_s [base size=3000] paired over 2 seeds  rb2/Math=+0.400[-0.871,+1.671]"]
