@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None, help="cache (default: a fresh temp dir, so times are cold)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a sweep trial gets 1)")
     parser.add_argument("--no-bon", action="store_true", help="skip best-of-N (RB2/RB1 only)")
-    parser.add_argument("--corpus", default="base", choices=("base", "checked", "fresh", "chatfresh"),
+    parser.add_argument("--corpus", default="base", choices=("base", "checked", "fresh", "chatfresh", "ctxfresh"),
                         help="pretraining corpus of every base: the world's, or a variant of "
                              "world_transfer_probe.py (a candidate world; needs a cache of its own)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write {model: metrics} as JSON")

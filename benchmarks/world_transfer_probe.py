@@ -30,6 +30,8 @@ Variants (the corpus is the only thing they change):
   chatfresh  as `fresh`, but half of the checked items are dialogues on train prompts with a right or wrong
            answer and the verdict after the answer's end ("... <assistant> 3 plus 4 is 8 . <eos> no ."): the
            verdict where a classifier RM reads, in the chat context it reads.
+  ctxfresh as `fresh`, but half of the checked statements are said as the answer of a dialogue on an unrelated
+           train prompt, the verdict after the answer's end: judging a statement in the chat context.
 """
 from __future__ import annotations
 
@@ -105,6 +107,19 @@ def checked_dialogue(world: World, rng: random.Random) -> str:
     return f"{chat_text(p.text, answer)} {'yes' if true else 'no'} ."
 
 
+def checked_in_dialogue(world: World, rng: random.Random) -> str:
+    """A fresh checked statement (any fact, held-out ones included: knowledge) said as the answer of a dialogue on an
+    unrelated train prompt of any domain, the verdict after the answer's end: "<bos> <user> (train question)
+    <assistant> 3 plus 4 is 8 . <eos> no ." Teaches judging a statement inside the chat context without making a
+    held-out fact's own question a dialogue."""
+    from rmexp.world.domains import DOMAINS as ALL_DOMAINS
+
+    text = fresh_checked_statement(world, rng)  # "... . yes ." or "... . no ."
+    statement, verdict = text.rsplit(" ", 2)[0], text.split()[-2]
+    q = rng.choice(world.prompts(rng.choice(ALL_DOMAINS), "train"))
+    return f"{chat_text(q.text, statement)} {verdict} ."
+
+
 def install_corpus_variant(variant: str) -> None:
     """Make every World's corpus the `variant`'s (class-level, so the zoo's own builds see it; call once, before
     any base is built, with a cache of its own: the zoo's cache key does not know the variant)."""
@@ -123,6 +138,9 @@ def install_corpus_variant(variant: str) -> None:
         elif variant == "chatfresh":  # half checked statements, half checked dialogues on train prompts
             draw = lambda: (fresh_checked_statement(self, rng) if rng.random() < 0.5  # noqa: E731
                             else checked_dialogue(self, rng))
+        elif variant == "ctxfresh":  # half checked statements, half the same said in unrelated dialogues
+            draw = lambda: (fresh_checked_statement(self, rng) if rng.random() < 0.5  # noqa: E731
+                            else checked_in_dialogue(self, rng))
         else:  # from one pool: one fixed wrong value per fact
             pool = checked_statements(self, rng)
             draw = lambda: rng.choice(pool)  # noqa: E731
@@ -408,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*", default=["toy_llama_s", "random_llama_s"],
                     help="bases to probe; none (`--models` alone) with --association: the baseline only")
-    ap.add_argument("--variant", default="base", choices=("base", "checked", "fresh", "chatfresh"))
+    ap.add_argument("--variant", default="base", choices=("base", "checked", "fresh", "chatfresh", "ctxfresh"))
     ap.add_argument("--size", type=int, default=3000, help="RM preference pairs; 0: no RM (with --readout)")
     ap.add_argument("--mix", default=None, help="corpus mix of the base instead of the model's, e.g. 'Math=4,Ties=2'")
     ap.add_argument("--entities", type=int, default=48, help="Factuality entities (the world has 48)")

@@ -580,3 +580,31 @@ def test_probe_summarize_means_and_pairs_by_seed():
     assert "toy_llama_s [base size=9] n=1  rb2/Math=0.100" in out
     paired = [line for line in out if line.startswith("toy_llama_s - random_llama_s [base size=3000]")]
     assert paired == ["toy_llama_s - random_llama_s [base size=3000] paired over 2 seeds  rb2/Math=+0.400[-0.871,+1.671]"]
+
+
+def test_probe_statements_in_dialogues_ask_train_questions_and_carry_the_true_verdict():
+    """`--variant ctxfresh`: a checked statement said as the answer of a dialogue whose question is a train prompt
+    (never a held-out one), followed by the verdict the world gives the statement."""
+    import random
+
+    from rmexp.world.core import World
+    from rmexp.world.domains import DOMAINS as ALL
+
+    probe = _load("world_transfer_probe")
+    world = World(0)
+    kb = world.domains["Factuality"].kb
+    train = {p.text for d in ALL for p in world.prompts(d, "train")}
+    held = {p.text for d in ALL for p in world.prompts(d, "heldout")}
+    rng = random.Random(0)
+    for _ in range(300):
+        text = probe.checked_in_dialogue(world, rng)
+        question = text[len("<bos> <user> "):text.index(" <assistant>")]
+        words = text[text.index("<assistant> ") + len("<assistant> "):text.index(" <eos>")].split()
+        verdict = text.split()[-2]
+        assert question in train and question not in held
+        if words[0] == "the":  # "the A of E is V ."
+            is_true = kb[(words[3], words[1])] == words[5]
+        else:  # "a op b is N ."
+            a, op, b = int(words[0]), words[1], int(words[2])
+            is_true = int("".join(words[4:words.index(".")])) == (a + b if op == "plus" else a - b)
+        assert verdict == ("yes" if is_true else "no"), text
