@@ -53,6 +53,22 @@ def compose_trial(model: str, overrides: list[str], cache_dir: str, bon: bool):
     return cfg
 
 
+def matched_pairs(names) -> list[tuple[str, str]]:
+    """(pretrained, random-init) pairs of the same shape among `names` (toy_llama_s with random_llama_s)."""
+    names = set(names)
+    return sorted((n, "random_" + n[len("toy_"):]) for n in names if n.startswith("toy_") and "random_" + n[len("toy_"):] in names)
+
+
+def t_interval(values) -> tuple[float, float, float]:
+    """Mean of `values` and its 95% t interval (n - 1 df)."""
+    import numpy as np
+    from scipy import stats as sst
+
+    v = np.asarray(values, dtype=float)
+    half = float(sst.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return float(v.mean()), float(v.mean()) - half, float(v.mean()) + half
+
+
 def checks(rows: dict[str, dict[str, float]]) -> list[str]:
     """The calibration targets, one line each, PASS or FAIL."""
     out = []
@@ -182,13 +198,11 @@ def replicate_summary(seeds: list[dict[str, dict[str, float]]]) -> dict:
                                       "ratio_lo": ratio(hi_var), "ratio_hi": ratio(lo_var), "df": (d1, d2)}
     means = {m: {k: float(np.mean([s[m][k] for s in seeds])) for k in seeds[0][m] if all(k in s[m] for s in seeds)}
              for m in models}
+    pairs = matched_pairs(models)
     for d in ("Factuality", "Math"):
-        diffs = np.array([means[m][f"rb2/{d}"] - means[m.replace("toy_", "random_", 1)][f"rb2/{d}"]
-                          for m in models if m.startswith("toy_") and m.replace("toy_", "random_", 1) in means])
-        if diffs.size >= 2:
-            half = sst.t.ppf(0.975, diffs.size - 1) * diffs.std(ddof=1) / math.sqrt(diffs.size)
-            out["transfer"][d] = {"n": int(diffs.size), "diff": float(diffs.mean()),
-                                  "lo": float(diffs.mean() - half), "hi": float(diffs.mean() + half)}
+        if len(pairs) >= 2:
+            diff, lo, hi = t_interval([means[p][f"rb2/{d}"] - means[r][f"rb2/{d}"] for p, r in pairs])
+            out["transfer"][d] = {"n": len(pairs), "diff": diff, "lo": lo, "hi": hi}
     out["best"] = {c: max((means[m][f"rb2/{c}"], m) for m in models) for c in COLUMNS[:-1]}
     if len(models) > 3 and all("bon/gain_16" in means[m] for m in models):
         r = float(np.corrcoef([means[m]["rb2/overall"] for m in models], [means[m]["bon/gain_16"] for m in models])[0, 1])

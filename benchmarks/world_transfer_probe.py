@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from world_calibration import compose_trial  # noqa: E402
+from world_calibration import compose_trial, matched_pairs, t_interval  # noqa: E402
 
 from rmexp import zoo  # noqa: E402
 from rmexp.config import load_model_config  # noqa: E402
@@ -59,7 +59,6 @@ from rmexp.world.data import preferences, rb2_rows  # noqa: E402
 from rmexp.world.domains import ATTRIBUTES, Math, number_text, parse_numbers  # noqa: E402
 
 DOMAINS = ("Factuality", "Math")
-COLUMN_MATH = [False]  # --math columns: the column candidate of benchmarks/math_variants.py is installed
 
 
 def checked_statements(world: World, rng: random.Random) -> list[str]:
@@ -79,6 +78,18 @@ def checked_statements(world: World, rng: random.Random) -> list[str]:
     return out
 
 
+def single_digit_math(world: World) -> bool:
+    """Whether the world's Math states single-digit facts (its own, or a variant of them), which the one-step and
+    near-miss splits and the Math verdict read-out assume; the column candidate does not."""
+    return world.domains["Math"].MAX_RESULT == Math.MAX_RESULT
+
+
+def wrong_result(rng: random.Random, r: int) -> int:
+    """A wrong one-step result: a near miss (off by 1-2) or any other number up to Math.MAX_RESULT, half each."""
+    return rng.choice([n for n in range(max(0, r - 2), r + 3) if n != r] if rng.random() < 0.5
+                      else [n for n in range(Math.MAX_RESULT + 1) if n != r])
+
+
 def fresh_checked_statement(world: World, rng: random.Random) -> str:
     """One checked statement drawn afresh: any fact or one-step sum, true half the time, else with a wrong
     value drawn anew (so a verdict cannot be memorised per fact, as `checked`'s one fixed wrong value per fact
@@ -92,8 +103,7 @@ def fresh_checked_statement(world: World, rng: random.Random) -> str:
     a, op, b = rng.choice(m._one_step_facts())
     r = Math.OPS[op](a, b)
     if not true:
-        r = rng.choice([n for n in range(max(0, r - 2), r + 3) if n != r] if rng.random() < 0.5
-                       else [n for n in range(Math.MAX_RESULT + 1) if n != r])
+        r = wrong_result(rng, r)
     return f"{a} {op} {b} is {number_text(r)} . {'yes' if true else 'no'} ."
 
 
@@ -183,7 +193,7 @@ def association_baseline(world: World, size: int) -> dict[str, float]:
     number; Factuality: the attribute value named) with that question item (Math: each operand, by position and
     in any position; Factuality: the entity and the attribute). It knows no arithmetic and no facts, so above
     chance on held-out prompts means the split leaks through associations, below chance that it is adversarial
-    to them. The RM's training pairs (`preferences`, seed 0), the held-out draws of `evaluate`."""
+    to them. The RM's training pairs (`preferences`, seed 0) and the prompts of `evaluate` (its own answer draws)."""
     prefs = preferences(world, size, {d: 1.0 for d in DOMAINS}, 0.0, seed=0)
 
     def feats(domain: str, prompt: str, response: str) -> list[tuple]:
@@ -234,7 +244,7 @@ def evaluate(rm, world: World, prefs_seed: int) -> dict[str, float]:
             sc = rm.score([p.text for p in ps] * 2, good + bad)
             win = sc[:len(ps)] > sc[len(ps):]
             out[f"pair_{split}/{d}"] = float(np.mean(win))
-            if d == "Math" and not COLUMN_MATH[0]:  # one-step questions only: a single fact the corpus states
+            if d == "Math" and single_digit_math(world):  # one-step questions only: a single fact the corpus states
                 one = [len(p.get("ops")) == 1 for p in ps]
                 out[f"pair_{split}/Math1"] = float(np.mean(win[np.array(one)]))
                 # Near misses (off by 1-2) vs other wrong numbers: is the RM fooled by neighbouring results?
@@ -315,14 +325,13 @@ def verdict_readout(model, tok, world: World, seed: int = 0) -> dict[str, float]
         true = fact.kb[(e, a)]
         wrong = rng.choice([w for w in ATTRIBUTES[a] if w != true])
         items["Factuality"].append((p.text, f"the {a} of {e} is {true} .", f"the {a} of {e} is {wrong} ."))
-    if not COLUMN_MATH[0]:
+    if single_digit_math(world):
         for p in world.prompts("Math", "heldout"):
             if len(p.get("ops")) != 1:
                 continue
             (a, op, b), = p.get("ops")
             r = Math.OPS[op](a, b)
-            w = rng.choice([n for n in range(max(0, r - 2), r + 3) if n != r] if rng.random() < 0.5
-                           else [n for n in range(Math.MAX_RESULT + 1) if n != r])
+            w = wrong_result(rng, r)
             items["Math"].append((p.text, f"{a} {op} {b} is {number_text(r)} .", f"{a} {op} {b} is {number_text(w)} ."))
     out = {}
     for d, rows in items.items():
@@ -392,14 +401,13 @@ def parse_result_line(line: str) -> tuple[str, str, int, dict[str, float]] | Non
 def summarize(lines: list[str]) -> list[str]:
     """Mean ± SE over seeds of every cell per (model, setting), and for each toy_X with a random_X run of the same
     setting and seeds, the paired difference with its t interval (95%, over the seeds)."""
-    from scipy import stats as sst
-
     runs: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
     for line in lines:
         parsed = parse_result_line(line)
         if parsed:
             name, setting, seed, cells = parsed
             runs.setdefault((name, setting), {})[seed] = cells
+    control_of = dict(matched_pairs([name for name, _ in runs]))
     out = []
     for (name, setting), by_seed in runs.items():
         keys = sorted(set.intersection(*(set(c) for c in by_seed.values())))
@@ -408,17 +416,15 @@ def summarize(lines: list[str]) -> list[str]:
             v = np.array([by_seed[s][k] for s in sorted(by_seed)])
             cells.append(f"{k}={v.mean():.3f}" + (f"±{v.std(ddof=1) / np.sqrt(v.size):.3f}" if v.size > 1 else ""))
         out.append(f"{name} [{setting}] n={len(by_seed)}  " + "  ".join(cells))
-        control = runs.get((name.replace("toy_", "random_", 1), setting)) if name.startswith("toy_") else None
-        seeds = sorted(set(by_seed) & set(control or {}))
+        control = runs.get((control_of.get(name), setting), {})
+        seeds = sorted(set(by_seed) & set(control))
         if len(seeds) >= 2:
             diffs = []
             for k in keys:
                 if all(k in control[s] for s in seeds):
-                    d = np.array([by_seed[s][k] - control[s][k] for s in seeds])
-                    half = sst.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
-                    diffs.append(f"{k}={d.mean():+.3f}[{d.mean() - half:+.3f},{d.mean() + half:+.3f}]")
-            out.append(f"{name} - {name.replace('toy_', 'random_', 1)} [{setting}] paired over {len(seeds)} seeds  "
-                       + "  ".join(diffs))
+                    mean, lo, hi = t_interval([by_seed[s][k] - control[s][k] for s in seeds])
+                    diffs.append(f"{k}={mean:+.3f}[{lo:+.3f},{hi:+.3f}]")
+            out.append(f"{name} - {control_of[name]} [{setting}] paired over {len(seeds)} seeds  " + "  ".join(diffs))
     return out
 
 
@@ -459,7 +465,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.math != "world":
         import math_variants
         math_variants.install(args.math)
-        COLUMN_MATH[0] = args.math == "columns"
     def make_world() -> World:
         world = World(0)
         if args.math_split == "minus-train":
