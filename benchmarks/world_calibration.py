@@ -203,6 +203,9 @@ def replicate_summary(seeds: list[dict[str, dict[str, float]]]) -> dict:
         if len(pairs) >= 2:
             diff, lo, hi = t_interval([means[p][f"rb2/{d}"] - means[r][f"rb2/{d}"] for p, r in pairs])
             out["transfer"][d] = {"n": len(pairs), "diff": diff, "lo": lo, "hi": hi}
+        # each pair on its own, paired by seed (its seed noise only, not its base's build)
+        out.setdefault("per_pair", {})[d] = {(p, r): t_interval([s[p][f"rb2/{d}"] - s[r][f"rb2/{d}"] for s in seeds])
+                                             for p, r in pairs} if len(seeds) >= 2 else {}
     out["best"] = {c: max((means[m][f"rb2/{c}"], m) for m in models) for c in COLUMNS[:-1]}
     if len(models) > 3 and all("bon/gain_16" in means[m] for m in models):
         r = float(np.corrcoef([means[m]["rb2/overall"] for m in models], [means[m]["bon/gain_16"] for m in models])[0, 1])
@@ -219,6 +222,8 @@ def print_replicates(seeds: list[dict[str, dict[str, float]]]) -> None:
               f"[{o['ratio_lo']:.2f}, {o['ratio_hi']:.2f}] (F, {o['df'][0]} and {o['df'][1]} df), ICC(1) {o['icc1']:.2f}")
     for d, t in rep["transfer"].items():
         print(f"pretrained - random-init, RB2 {d}: {t['diff']:+.3f} [{t['lo']:+.3f}, {t['hi']:+.3f}] ({t['n']} pairs, t)")
+        print("  per pair, paired by seed (t): " + ", ".join(
+            f"{p[len('toy_'):]} {m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for (p, _), (m, lo, hi) in rep["per_pair"][d].items()))
     print("best config per domain: " + ", ".join(f"{c} {v:.3f} ({m})" for c, (v, m) in rep["best"].items()))
     if "rb2_vs_bon" in rep:
         c = rep["rb2_vs_bon"]

@@ -563,6 +563,9 @@ def test_world_calibration_replicate_summary_matches_hand_computed_values():
     assert t["n"] == 2 and t["diff"] == pytest.approx(0.35)
     assert t["hi"] - t["diff"] == pytest.approx(12.706 * 0.15, rel=1e-3)
     assert rep["best"]["Factuality"] == (0.8, "toy_llama_s")
+    # per pair, paired by seed: llama Factuality differences 0.5 and 0.5 (no spread), gpt2 0.2 and 0.2
+    assert rep["per_pair"]["Factuality"][("toy_llama_s", "random_llama_s")] == pytest.approx((0.5, 0.5, 0.5))
+    assert rep["per_pair"]["Factuality"][("toy_gpt2_s", "random_gpt2_s")] == pytest.approx((0.2, 0.2, 0.2))
     assert "rb2_vs_bon" not in rep  # no BoN in these rows, and only 4 configs
 
 
