@@ -20,18 +20,18 @@ state at the RM's read-out token (the last token) on train-split pairs, L2 picke
 not fitted on (is "this answer is right" linearly there, where a classifier RM reads?), and `verdict` = the LM's
 own yes/no after a held-out fact in the `checked` corpus' format (did checked statements teach a verdict?).
 
-Variants (the corpus is the only thing they change):
-  base     the world's corpus as it is.
-  checked  the corpus also holds checked statements ("the color of zorvex is blue . no ."), true and false,
-           about every fact (held-out ones included: they are knowledge, not quizzes), so the LM learns to
-           compute whether a statement is true at the statement's end, where an RM reads its score.
-  fresh    as `checked`, but every checked statement is drawn anew (a wrong value drawn for each one), so the
-           verdict cannot be memorised per fact (`checked` states one fixed wrong value per fact).
-  chatfresh  as `fresh`, but half of the checked items are dialogues on train prompts with a right or wrong
-           answer and the verdict after the answer's end ("... <assistant> 3 plus 4 is 8 . <eos> no ."): the
-           verdict where a classifier RM reads, in the chat context it reads.
-  ctxfresh as `fresh`, but half of the checked statements are said as the answer of a dialogue on an unrelated
-           train prompt, the verdict after the answer's end: judging a statement in the chat context.
+Variants (the corpus is the only thing they change; since WORLD_VERSION 3 the world's own corpus holds checked
+statements, the `fresh` variant of the 2026-12-05 probes):
+  base     the world's corpus as it is: a third of the documents are checked statements ("the color of zorvex is
+           blue . no ."), each drawn anew with a fresh wrong value, of the mix's fact-stating domains.
+  plain    the corpus of WORLD_VERSION 2: truths and dialogues, no checked statements.
+  checked  the checked statements come from one pool per world with one fixed wrong value per fact (so a verdict
+           can be memorised per fact).
+  chatfresh  half of the checked items are dialogues on train prompts with a right or wrong answer and the verdict
+           after the answer's end ("... <assistant> 3 plus 4 is 8 . <eos> no ."): the verdict where a classifier
+           RM reads, in the chat context it reads.
+  ctxfresh half of the checked statements are said as the answer of a dialogue on an unrelated train prompt, the
+           verdict after the answer's end: judging a statement in the chat context.
 """
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ from world_calibration import compose_trial, matched_pairs, t_interval  # noqa: 
 from rmexp import zoo  # noqa: E402
 from rmexp.config import load_model_config  # noqa: E402
 from rmexp.rm.classifier import train_reward_model  # noqa: E402
+from rmexp.world import core  # noqa: E402
 from rmexp.world.core import World, chat_text  # noqa: E402
 from rmexp.world.data import preferences, rb2_rows  # noqa: E402
 from rmexp.world.domains import ATTRIBUTES, Math, number_text, parse_numbers  # noqa: E402
@@ -84,82 +85,62 @@ def single_digit_math(world: World) -> bool:
     return world.domains["Math"].MAX_RESULT == Math.MAX_RESULT
 
 
-def wrong_result(rng: random.Random, r: int) -> int:
-    """A wrong one-step result: a near miss (off by 1-2) or any other number up to Math.MAX_RESULT, half each."""
-    return rng.choice([n for n in range(max(0, r - 2), r + 3) if n != r] if rng.random() < 0.5
-                      else [n for n in range(Math.MAX_RESULT + 1) if n != r])
-
-
-def fresh_checked_statement(world: World, rng: random.Random) -> str:
-    """One checked statement drawn afresh: any fact or one-step sum, true half the time, else with a wrong
-    value drawn anew (so a verdict cannot be memorised per fact, as `checked`'s one fixed wrong value per fact
-    allows: there the LM can learn "zorvex ... red -> no" without comparing red with what it knows)."""
-    fact, m = world.domains["Factuality"], world.domains["Math"]
-    true = rng.random() < 0.5
-    if rng.random() < 0.5:
-        (e, a), v = rng.choice(sorted(fact.kb.items()))
-        v = v if true else rng.choice([w for w in ATTRIBUTES[a] if w != v])
-        return f"the {a} of {e} is {v} . {'yes' if true else 'no'} ."
-    a, op, b = rng.choice(m._one_step_facts())
-    r = Math.OPS[op](a, b)
-    if not true:
-        r = wrong_result(rng, r)
-    return f"{a} {op} {b} is {number_text(r)} . {'yes' if true else 'no'} ."
-
-
-def checked_dialogue(world: World, rng: random.Random) -> str:
-    """A dialogue on a *train* Factuality or Math prompt, its answer right or wrong (half each, the world's own
-    correct / wrong answers in every style), then the verdict after the end of the answer: "<bos> <user> what is
-    3 plus 4 ? <assistant> 3 plus 4 is 8 . <eos> no ." Held-out prompts never appear as dialogues."""
-    p = rng.choice(world.prompts(rng.choice(DOMAINS), "train"))
+def checked_dialogue(world: World, rng: random.Random, domain: str) -> str:
+    """A dialogue on a *train* prompt of `domain` (Factuality or Math), its answer right or wrong (half each, the
+    world's own correct / wrong answers in every style), then the verdict after the end of the answer: "<bos> <user>
+    what is 3 plus 4 ? <assistant> 3 plus 4 is 8 . <eos> no ." Held-out prompts never appear as dialogues."""
+    p = rng.choice(world.prompts(domain, "train"))
     true = rng.random() < 0.5
     answer = world.correct(rng, p) if true else world.wrong(rng, p)
     return f"{chat_text(p.text, answer)} {'yes' if true else 'no'} ."
 
 
-def checked_in_dialogue(world: World, rng: random.Random) -> str:
-    """A fresh checked statement (any fact, held-out ones included: knowledge) said as the answer of a dialogue on an
-    unrelated train prompt of any domain, the verdict after the answer's end: "<bos> <user> (train question)
-    <assistant> 3 plus 4 is 8 . <eos> no ." Teaches judging a statement inside the chat context without making a
-    held-out fact's own question a dialogue."""
+def checked_in_dialogue(world: World, rng: random.Random, domain: str) -> str:
+    """The world's checked statement of `domain` (any fact, held-out ones included: knowledge) said as the answer of
+    a dialogue on an unrelated train prompt of any domain, the verdict after the answer's end: "<bos> <user> (train
+    question) <assistant> 3 plus 4 is 8 . <eos> no ." Teaches judging a statement inside the chat context without
+    making a held-out fact's own question a dialogue."""
     from rmexp.world.domains import DOMAINS as ALL_DOMAINS
 
-    text = fresh_checked_statement(world, rng)  # "... . yes ." or "... . no ."
+    text = WORLD_CHECKED_STATEMENT(world, rng, domain)  # "... . yes ." or "... . no ."
     statement, verdict = text.rsplit(" ", 2)[0], text.split()[-2]
     q = rng.choice(world.prompts(rng.choice(ALL_DOMAINS), "train"))
     return f"{chat_text(q.text, statement)} {verdict} ."
 
 
+WORLD_CHECKED_STATEMENT = World.checked_statement  # the world's own, kept before any variant replaces it
+CORPUS_VARIANTS = ("base", "plain", "checked", "chatfresh", "ctxfresh")
+
+
 def install_corpus_variant(variant: str) -> None:
     """Make every World's corpus the `variant`'s (class-level, so the zoo's own builds see it; call once, before
-    any base is built, with a cache of its own: the zoo's cache key does not know the variant)."""
+    any base is built, with a cache of its own: the zoo's cache key does not know the variant). A variant changes
+    what the world's checked documents hold (`World.checked_statement`), or removes them (`plain`)."""
     installed = getattr(World, "probe_corpus_variant", "base")
     if variant == installed:
         return
     if installed != "base":
         raise RuntimeError(f"corpus variant {installed!r} is installed already; one per process")
-    original = World.pretraining_docs
+    if variant not in CORPUS_VARIANTS:
+        raise ValueError(f"unknown corpus variant {variant!r}; one of {CORPUS_VARIANTS}")
+    if variant == "plain":  # the corpus of WORLD_VERSION 2: truths and dialogues only
+        core.CHECKED_DOC_SHARE = 0.0
+    elif variant == "chatfresh":  # half the world's statements, half checked dialogues on train prompts
+        World.checked_statement = lambda self, rng, domain: (WORLD_CHECKED_STATEMENT(self, rng, domain)
+                                                             if rng.random() < 0.5 else checked_dialogue(self, rng, domain))
+    elif variant == "ctxfresh":  # half the world's statements, half the same said in unrelated dialogues
+        World.checked_statement = lambda self, rng, domain: (WORLD_CHECKED_STATEMENT(self, rng, domain)
+                                                             if rng.random() < 0.5 else checked_in_dialogue(self, rng, domain))
+    else:  # `checked`: from one pool per world, one fixed wrong value per fact
+        pools: dict[int, dict[str, list[str]]] = {}
 
-    def docs(self, mix, n_docs, seed):
-        base = original(self, mix, n_docs, seed)
-        rng = random.Random(f"checked-{seed}")
-        if variant == "fresh":  # each statement drawn anew
-            draw = lambda: fresh_checked_statement(self, rng)  # noqa: E731
-        elif variant == "chatfresh":  # half checked statements, half checked dialogues on train prompts
-            draw = lambda: (fresh_checked_statement(self, rng) if rng.random() < 0.5  # noqa: E731
-                            else checked_dialogue(self, rng))
-        elif variant == "ctxfresh":  # half checked statements, half the same said in unrelated dialogues
-            draw = lambda: (fresh_checked_statement(self, rng) if rng.random() < 0.5  # noqa: E731
-                            else checked_in_dialogue(self, rng))
-        else:  # from one pool: one fixed wrong value per fact
-            pool = checked_statements(self, rng)
-            draw = lambda: rng.choice(pool)  # noqa: E731
-        # A third of the documents become three checked statements each (the fact and math shares of the mix).
-        for i in range(len(base)):
-            if rng.random() < 1 / 3:
-                base[i] = " ".join(draw() for _ in range(3))
-        return base
-    World.pretraining_docs = docs
+        def from_pool(self, rng, domain):
+            if self.seed not in pools:
+                pool = checked_statements(self, random.Random(f"pool-{self.seed}"))
+                pools[self.seed] = {"Factuality": [t for t in pool if t.startswith("the ")],
+                                    "Math": [t for t in pool if not t.startswith("the ")]}
+            return rng.choice(pools[self.seed][domain])
+        World.checked_statement = from_pool
     World.probe_corpus_variant = variant
 
 
@@ -331,7 +312,7 @@ def verdict_readout(model, tok, world: World, seed: int = 0) -> dict[str, float]
                 continue
             (a, op, b), = p.get("ops")
             r = Math.OPS[op](a, b)
-            w = wrong_result(rng, r)
+            w = Math.wrong_result(rng, r)
             items["Math"].append((p.text, f"{a} {op} {b} is {number_text(r)} .", f"{a} {op} {b} is {number_text(w)} ."))
     out = {}
     for d, rows in items.items():
@@ -432,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*", default=["toy_llama_s", "random_llama_s"],
                     help="bases to probe; none (`--models` alone) with --association: the baseline only")
-    ap.add_argument("--variant", default="base", choices=("base", "checked", "fresh", "chatfresh", "ctxfresh"))
+    ap.add_argument("--variant", default="base", choices=CORPUS_VARIANTS)
     ap.add_argument("--size", type=int, default=3000, help="RM preference pairs; 0: no RM (with --readout)")
     ap.add_argument("--mix", default=None, help="corpus mix of the base instead of the model's, e.g. 'Math=4,Ties=2'")
     ap.add_argument("--entities", type=int, default=48, help="Factuality entities (the world has 48)")
@@ -455,7 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--summarize", nargs="+", default=None, metavar="FILE",
                     help="files of this script's result lines: mean ± SE over seeds per model and setting, and "
                          "pretrained - random-init paired over seeds (runs nothing)")
+    ap.add_argument("--saved-bases", nargs="+", default=None, metavar="DIR",
+                    help="built base directories (e.g. .rmexp_cache/zoo/llama_m-*): their held-out knowledge and "
+                         "verdict read-outs (lm/*, readout/verdict_*) on the world as it is (trains nothing)")
     args = ap.parse_args(argv)
+    if args.saved_bases:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        torch.set_num_threads(args.threads)
+        for d in args.saved_bases:
+            model, tok = AutoModelForCausalLM.from_pretrained(d).eval(), AutoTokenizer.from_pretrained(d)
+            cells = lm_knowledge(model, tok, World(0)) | verdict_readout(model, tok, World(0))
+            print(f"{Path(d).name}  " + "  ".join(f"{k}={v:.3f}" for k, v in cells.items()), flush=True)
+        return 0
     if args.summarize:
         print("\n".join(summarize([line for f in args.summarize for line in Path(f).read_text().splitlines()])))
         return 0

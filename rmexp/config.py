@@ -43,7 +43,7 @@ class ModelConfig:
     n_layer: int = 2
     d_model: int = 64
     n_head: int = 4
-    pretrain_steps: int = 600        # LM steps on the world's corpus
+    pretrain_steps: int = 2400       # LM steps on the world's corpus: a 2-layer llama learns the checked verdict by ~2400
     pretrain_lr: float = 3e-3        # tiny models like large rates
     pretrain_batch: int = 16         # blocks of `block_size` tokens per step (16 x 64: ~30 ms a step for s)
     block_size: int = 64             # packed pretraining sequence length

@@ -360,40 +360,6 @@ def test_probe_verdict_readout_compares_true_and_wrong_statements():
         assert out == {f"readout/{c}/{d}": expected for c in contexts for d in ("Factuality", "Math")}
 
 
-def test_probe_fresh_checked_statements_carry_the_true_verdict_and_vary_their_wrong_values():
-    """`--variant fresh`: every statement's yes/no agrees with the world (the knowledge base, the sum), about half
-    are true, and one fact appears with several different wrong values (so a verdict cannot be memorised per fact)."""
-    import random
-    from collections import defaultdict
-
-    from rmexp.world.core import World
-    from rmexp.world.domains import parse_numbers
-
-    probe = _load("world_transfer_probe")
-    world = World(0)
-    kb = world.domains["Factuality"].kb
-    rng = random.Random(0)
-    verdicts, wrong_values = [], defaultdict(set)
-    for _ in range(4000):
-        text = probe.fresh_checked_statement(world, rng)
-        words = text.split()
-        assert words[-2:] in (["yes", "."], ["no", "."]) and words[-3] == "."
-        said_true = words[-2] == "yes"
-        if words[0] == "the":  # "the A of E is V . yes ."
-            a, e, v = words[1], words[3], words[5]
-            is_true = kb[(e, a)] == v
-            if not is_true:
-                wrong_values[(e, a)].add(v)
-        else:  # "a op b is N . yes ."
-            a, op, b = int(words[0]), words[1], int(words[2])
-            stated = parse_numbers(" ".join(words[4:words.index(".")]))[0]
-            is_true = stated == (a + b if op == "plus" else a - b)
-        assert said_true == is_true, text
-        verdicts.append(is_true)
-    assert 0.45 < sum(verdicts) / len(verdicts) < 0.55
-    assert max(len(v) for v in wrong_values.values()) >= 3
-
-
 def test_gpu_toy_trial_script_on_cpu_gives_the_pinned_tiny_metrics(zoo_cache, tmp_path, capsys):
     """The GPU check's toy trial, run on the CPU: the tiny trial's pinned metrics (tests/test_trial.py)."""
     from tests.test_trial import PINNED_TINY
@@ -404,7 +370,7 @@ def test_gpu_toy_trial_script_on_cpu_gives_the_pinned_tiny_metrics(zoo_cache, tm
     assert rep["device"] == "cpu" and f"cache_dir={zoo_cache}" in rep["overrides"]
     for key, value in PINNED_TINY.items():
         assert rep["metrics"][key] == pytest.approx(value, abs=1e-9, rel=0), key
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"wrote {out}: eval/acc=0.5776")
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"wrote {out}: eval/acc={PINNED_TINY['eval/acc']:.4f}")
 
 
 def test_scoring_script_reports_a_failing_optional_row_and_goes_on(tmp_path, capsys, monkeypatch):
@@ -471,9 +437,10 @@ def test_world_calibration_refuses_a_cache_built_with_another_corpus(tmp_path, c
     another is one error line and exit 2 before any base is built."""
     (tmp_path / "corpus.txt").write_text("base")
     mod = _load("world_calibration")
-    assert mod.main(["--corpus", "fresh", "--models", "toy_llama_xs", "--cache-dir", str(tmp_path), "--no-bon"]) == 2
-    assert "holds bases of corpus 'base', not 'fresh'" in capsys.readouterr().err
+    assert mod.main(["--corpus", "plain", "--models", "toy_llama_xs", "--cache-dir", str(tmp_path), "--no-bon"]) == 2
+    assert "holds bases of corpus 'base', not 'plain'" in capsys.readouterr().err
     assert not (tmp_path / "zoo").exists()
+    assert mod.CORPUS_VARIANTS == _load("world_transfer_probe").CORPUS_VARIANTS
 
 
 def test_math_splits_resplit_moves_every_math_prompt_to_one_side():
@@ -530,7 +497,7 @@ def test_probe_checked_dialogues_use_train_prompts_and_carry_the_gold_verdict():
     rng = random.Random(0)
     verdicts = []
     for _ in range(400):
-        text = probe.checked_dialogue(world, rng)
+        text = probe.checked_dialogue(world, rng, rng.choice(("Factuality", "Math")))
         assert text.startswith("<bos> <user> ") and text.endswith(" .")
         question = text[len("<bos> <user> "):text.index(" <assistant>")]
         answer = text[text.index("<assistant> ") + len("<assistant> "):text.index(" <eos>")]
@@ -600,7 +567,7 @@ def test_probe_statements_in_dialogues_ask_train_questions_and_carry_the_true_ve
     held = {p.text for d in ALL for p in world.prompts(d, "heldout")}
     rng = random.Random(0)
     for _ in range(300):
-        text = probe.checked_in_dialogue(world, rng)
+        text = probe.checked_in_dialogue(world, rng, rng.choice(("Factuality", "Math")))
         question = text[len("<bos> <user> "):text.index(" <assistant>")]
         words = text[text.index("<assistant> ") + len("<assistant> "):text.index(" <eos>")].split()
         verdict = text.split()[-2]

@@ -14,7 +14,7 @@ from rmexp.ppo import group_advantages, kl_penalty, ppo_stage
 from tests.conftest import compose_config
 
 TINY_GRPO = ["preset=tiny", "downstream.ppo.enabled=true", "downstream.ppo.algorithm=grpo",
-             "downstream.ppo.group_size=2", "downstream.ppo.steps=2", "downstream.ppo.rollout_batch=4",
+             "downstream.ppo.group_size=2", "downstream.ppo.steps=2", "downstream.ppo.rollout_batch=8",
              "downstream.ppo.minibatch=2", "downstream.ppo.eval_prompts_per_domain=1", "downstream.ppo.eval_every=1"]
 
 

@@ -467,3 +467,54 @@ def test_pick_the_longer_is_near_chance(world):
         assert rep["rb2"]["subsets"][d]["longer"] == pytest.approx(longer.scores[d])
         assert rep["rb2"]["subsets"][d]["shorter"] == pytest.approx(shorter.scores[d])
     assert rep["rb1"]["longer_overall"] == pytest.approx(pairs.scores["overall"])
+
+
+def _verdict_is_true(kb, statement: str) -> tuple[str, bool, bool]:
+    """(domain, said true, is true) of one checked statement, read back with Python's arithmetic and the KB."""
+    from rmexp.world.domains import parse_numbers
+
+    words = statement.split()
+    assert words[-2:] in (["yes", "."], ["no", "."]) and words[-3] == ".", statement
+    if words[0] == "the":  # "the A of E is V . yes ."
+        return "Factuality", words[-2] == "yes", kb[(words[3], words[1])] == words[5]
+    a, op, b = int(words[0]), words[1], int(words[2])  # "a op b is N . yes ."
+    stated = parse_numbers(" ".join(words[4:words.index(".")]))[0]
+    return "Math", words[-2] == "yes", stated == (a + b if op == "plus" else a - b)
+
+
+def test_checked_statements_carry_the_true_verdict_and_vary_their_wrong_values():
+    """Every checked statement's yes/no agrees with the world, about half are true, and one fact appears with
+    several wrong values (drawn anew, so a verdict cannot be memorised per fact)."""
+    from collections import defaultdict
+
+    world = World(0)
+    kb = world.domains["Factuality"].kb
+    rng = random.Random(0)
+    verdicts, wrong_values = [], defaultdict(set)
+    for i in range(4000):
+        text = world.checked_statement(rng, ("Factuality", "Math")[i % 2])
+        domain, said, true = _verdict_is_true(kb, text)
+        assert domain == ("Factuality", "Math")[i % 2] and said == true, text
+        if domain == "Factuality" and not true:
+            wrong_values[text.split()[1], text.split()[3]].add(text.split()[5])
+        verdicts.append(true)
+    assert 0.45 < sum(verdicts) / len(verdicts) < 0.55
+    assert max(len(v) for v in wrong_values.values()) >= 3
+
+
+def test_corpus_checked_documents_are_a_third_and_follow_the_mix():
+    """About a third of the documents are three checked statements; their domains follow the corpus mix's weights
+    among the fact-stating domains (4:1 here), and a mix with none of them has no checked documents."""
+    world = World(0)
+    kb = world.domains["Factuality"].kb
+    docs = world.pretraining_docs({"Factuality": 4, "Math": 1, "Focus": 1}, 3000, seed=0)
+    checked = [d for d in docs if d.endswith(("yes .", "no ."))]
+    assert 0.30 < len(checked) / len(docs) < 0.37
+    claims = []
+    for doc in checked:
+        parts = doc.split(" . ")  # "s1 . v1 . s2 . v2 . s3 . v3 ." -> statements and verdicts alternate
+        statements = [f"{parts[k]} . {parts[k + 1].rstrip(' .')} ." for k in range(0, 6, 2)]
+        claims += [_verdict_is_true(kb, st)[0] for st in statements]
+    assert len(claims) == 3 * len(checked)
+    assert 0.75 < claims.count("Factuality") / len(claims) < 0.85
+    assert not any(d.endswith(("yes .", "no .")) for d in world.pretraining_docs({"Focus": 1, "Safety": 1}, 500, 0))

@@ -13,8 +13,9 @@ from rmexp.world.domains import (
     PreciseIF, Prompt, Safety, Ties, extra_words,
 )
 
-WORLD_VERSION = 2  # bump when prompts, answers, verifiers or the corpus change: zoo, RM and sample caches key on it
+WORLD_VERSION = 3  # bump when prompts, answers, verifiers or the corpus change: zoo, RM and sample caches key on it
 HELDOUT_FRACTION = 0.3  # share of each domain's prompts kept for benchmarks and downstream evaluation
+CHECKED_DOC_SHARE = 1 / 3  # corpus documents that are checked statements: enough for a 2-layer llama to learn a verdict
 
 
 def domain_sampler(mix: dict[str, float], rng: random.Random):
@@ -131,7 +132,8 @@ class World:
         return getattr(self.domains[domain], "truths", lambda: [])()
 
     def pretraining_docs(self, mix: dict[str, float], n_docs: int, seed: int) -> list[str]:
-        """Documents of world truths and correct train-split dialogues, domains drawn by `mix`.
+        """Documents of world truths and correct train-split dialogues, domains drawn by `mix`, a third of
+        them replaced by checked statements of the mix's domains that state facts (Factuality, Math).
 
         Held-out prompts never appear as dialogues: knowledge about them comes only from the
         declarative truths (as a real base model knows facts it was never quizzed on).
@@ -147,7 +149,25 @@ class World:
             else:
                 p = rng.choice(self.prompts(domain, "train"))
                 docs.append(chat_text(p.text, self.correct(rng, p)))
+        # Checked statements ("the colour of zorvex is red . no ."), each drawn anew with a fresh wrong value, so a
+        # base learns to judge a claim against what it knows rather than a memorised verdict per claim; without
+        # them no base judged held-out facts and RMs read Factuality at chance (docs/world_calibration.md,
+        # 2026-12-05). Their own stream, so the plain documents stay as they were.
+        # The claims' domains follow the mix too: a math-only corpus states no facts.
+        claim_mix = {d: w for d, w in mix.items() if hasattr(self.domains[d], "claim") and w > 0}
+        if not claim_mix:
+            return docs
+        check_rng = random.Random(f"checked-{self.seed}-{seed}")
+        draw_claim = domain_sampler(claim_mix, check_rng)
+        for i in range(len(docs)):
+            if check_rng.random() < CHECKED_DOC_SHARE:
+                docs[i] = " ".join(self.checked_statement(check_rng, draw_claim()) for _ in range(3))
         return docs
+
+    def checked_statement(self, rng: random.Random, domain: str) -> str:
+        """A claim of a domain that states facts, true half the time, followed by its verdict ("yes" / "no")."""
+        true = rng.random() < 0.5
+        return f"{self.domains[domain].claim(rng, true)} {'yes' if true else 'no'} ."
 
     def sft_examples(self, n: int, wrong_rate: float, seed: int) -> list[tuple[Prompt, str]]:
         """Dialogues on train prompts, a `wrong_rate` share of them with a wrong answer (policy headroom)."""

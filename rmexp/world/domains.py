@@ -156,6 +156,12 @@ class Factuality:
         named = {w for w in response.split() if w in ATTRIBUTES[a]}
         return 1.0 if named == {self.kb[(p.get("entity"), a)]} else 0.0
 
+    def claim(self, rng: random.Random, true: bool) -> str:
+        """A statement about any fact (held-out ones included: the corpus is where knowledge lives), true or with
+        a wrong value drawn anew: "the colour of zorvex is red ." """
+        (e, a), v = rng.choice(sorted(self.kb.items()))
+        return f"the {a} of {e} is {v if true else rng.choice([w for w in ATTRIBUTES[a] if w != v])} ."
+
 
 class Math:
     """Single-digit arithmetic facts (sums and differences) and two-step sums built from them.
@@ -230,6 +236,18 @@ class Math:
 
     def truths(self) -> list[str]:
         return [f"{a} {op} {b} is {number_text(self.OPS[op](a, b))} ." for a, op, b in self._one_step_facts()]
+
+    def claim(self, rng: random.Random, true: bool) -> str:
+        """A statement of any one-step fact, true or with a wrong result drawn anew: "3 plus 4 is 8 ." """
+        a, op, b = rng.choice(self._one_step_facts())
+        r = self.OPS[op](a, b)
+        return f"{a} {op} {b} is {number_text(r if true else self.wrong_result(rng, r))} ."
+
+    @classmethod
+    def wrong_result(cls, rng: random.Random, r: int) -> int:
+        """A wrong one-step result: a near miss (off by 1-2) or any other number up to MAX_RESULT, half each."""
+        return rng.choice([n for n in range(max(0, r - 2), r + 3) if n != r] if rng.random() < 0.5
+                          else [n for n in range(cls.MAX_RESULT + 1) if n != r])
 
     def _render(self, rng, steps) -> str:
         final = number_text(steps[-1][3])
