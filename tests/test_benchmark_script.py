@@ -256,6 +256,16 @@ def test_world_transfer_probe_base_set_changes_the_built_base(tmp_path, capsys):
                            "pretrain_steps=20]")
     folder = tmp_path / "toy_llama_xs_base_48_None_n_layer=2_pretrain_steps=20"
     assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 2
+    # `--saved-bases` reads that built base back: one line, what lm_knowledge and verdict_readout give it directly.
+    assert probe.main(["--saved-bases", str(folder)]) == 0
+    name, *cells = capsys.readouterr().out.strip().splitlines()[-1].split()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rmexp.world.core import World
+    model, tok = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    direct = probe.lm_knowledge(model, tok, World(0)) | probe.verdict_readout(model, tok, World(0))
+    assert name == folder.name and len(direct) == 10
+    assert dict(c.split("=") for c in cells) == {k: f"{v:.3f}" for k, v in direct.items()}
     with pytest.raises(SystemExit, match="not a numeric field"):
         probe.main(["--models", "toy_llama_xs", "--size", "0", "--cache-dir", str(tmp_path), "--base-set", "family=3"])
 
