@@ -18,12 +18,14 @@ The world seed is 0 and the RM seed the trial's; the monkeypatched variants neve
 in its next-token predictions), `linear` = a Bradley-Terry linear head fitted on the frozen base's last hidden
 state at the RM's read-out token (the last token) on train-split pairs, L2 picked on train-split prompts it was
 not fitted on (is "this answer is right" linearly there, where a classifier RM reads?), and `verdict` = the LM's
-own yes/no after a held-out fact in the `checked` corpus' format (did checked statements teach a verdict?).
+own yes/no after a held-out fact in the corpus's checked-statement format (did checked statements teach a verdict?).
 
-Variants (the corpus is the only thing they change; since WORLD_VERSION 3 the world's own corpus holds checked
-statements, the `fresh` variant of the 2026-12-05 probes):
+Variants (the corpus is the only thing they change). Since WORLD_VERSION 3 the world's own corpus holds checked
+statements: the `fresh` variant of the 2026-12-05 probes, except that the claims' domains now follow the corpus mix
+(fresh drew Factuality and Math claims half each; a llama base now gets 4 fact claims to 1 sum, a GPT-2 base the
+reverse), and the stream is seeded by the world seed too:
   base     the world's corpus as it is: a third of the documents are checked statements ("the color of zorvex is
-           blue . no ."), each drawn anew with a fresh wrong value, of the mix's fact-stating domains.
+           blue . no ."), each drawn anew with a fresh wrong value.
   plain    the corpus of WORLD_VERSION 2: truths and dialogues, no checked statements.
   checked  the checked statements come from one pool per world with one fixed wrong value per fact (so a verdict
            can be memorised per fact).
@@ -36,6 +38,7 @@ statements, the `fresh` variant of the 2026-12-05 probes):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -55,27 +58,27 @@ from rmexp import zoo  # noqa: E402
 from rmexp.config import load_model_config  # noqa: E402
 from rmexp.rm.classifier import train_reward_model  # noqa: E402
 from rmexp.world import core  # noqa: E402
-from rmexp.world.core import World, chat_text  # noqa: E402
+from rmexp.world.core import WORLD_VERSION, World, chat_text  # noqa: E402
 from rmexp.world.data import preferences, rb2_rows  # noqa: E402
 from rmexp.world.domains import ATTRIBUTES, Math, number_text, parse_numbers  # noqa: E402
 
 DOMAINS = ("Factuality", "Math")
 
 
-def checked_statements(world: World, rng: random.Random) -> list[str]:
-    """True and false statements about every fact with their verdict."""
+def checked_statements(world: World, rng: random.Random) -> dict[str, list[str]]:
+    """Per domain, a true and a false statement about every fact with their verdict (one fixed wrong value each)."""
     fact = world.domains["Factuality"]
-    out = []
+    out: dict[str, list[str]] = {"Factuality": [], "Math": []}
     for (e, a), v in fact.kb.items():
-        out.append(f"the {a} of {e} is {v} . yes .")
-        out.append(f"the {a} of {e} is {rng.choice([w for w in ATTRIBUTES[a] if w != v])} . no .")
+        out["Factuality"].append(f"the {a} of {e} is {v} . yes .")
+        out["Factuality"].append(f"the {a} of {e} is {rng.choice([w for w in ATTRIBUTES[a] if w != v])} . no .")
     m = world.domains["Math"]
     for a, op, b in m._one_step_facts():
         r = Math.OPS[op](a, b)
-        out.append(f"{a} {op} {b} is {number_text(r)} . yes .")
+        out["Math"].append(f"{a} {op} {b} is {number_text(r)} . yes .")
         w = rng.choice([n for n in range(max(0, r - 2), r + 3) if n != r] + [rng.randrange(19)])
         w = w if w != r else (r + 1)
-        out.append(f"{a} {op} {b} is {number_text(w)} . no .")
+        out["Math"].append(f"{a} {op} {b} is {number_text(w)} . no .")
     return out
 
 
@@ -132,13 +135,11 @@ def install_corpus_variant(variant: str) -> None:
         World.checked_statement = lambda self, rng, domain: (WORLD_CHECKED_STATEMENT(self, rng, domain)
                                                              if rng.random() < 0.5 else checked_in_dialogue(self, rng, domain))
     else:  # `checked`: from one pool per world, one fixed wrong value per fact
-        pools: dict[int, dict[str, list[str]]] = {}
+        pools: dict[int, dict[str, list[str]]] = {}  # by world seed: a World is a pure function of its seed
 
         def from_pool(self, rng, domain):
             if self.seed not in pools:
-                pool = checked_statements(self, random.Random(f"pool-{self.seed}"))
-                pools[self.seed] = {"Factuality": [t for t in pool if t.startswith("the ")],
-                                    "Math": [t for t in pool if not t.startswith("the ")]}
+                pools[self.seed] = checked_statements(self, random.Random(f"pool-{self.seed}"))
             return rng.choice(pools[self.seed][domain])
         World.checked_statement = from_pool
     World.probe_corpus_variant = variant
@@ -437,16 +438,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="files of this script's result lines: mean ± SE over seeds per model and setting, and "
                          "pretrained - random-init paired over seeds (runs nothing)")
     ap.add_argument("--saved-bases", nargs="+", default=None, metavar="DIR",
-                    help="built base directories (e.g. .rmexp_cache/zoo/llama_m-*): their held-out knowledge and "
-                         "verdict read-outs (lm/*, readout/verdict_*) on the world as it is (trains nothing)")
+                    help="built zoo base directories (e.g. .rmexp_cache/zoo/llama_m-*/): their held-out knowledge and "
+                         "verdict read-outs (lm/*, readout/verdict_*) on the world they were built for (trains nothing; "
+                         "the world's own Math and split)")
     args = ap.parse_args(argv)
     if args.saved_bases:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         torch.set_num_threads(args.threads)
-        for d in args.saved_bases:
+        for d in map(Path, args.saved_bases):
+            if not (d / "rmexp_zoo.json").is_file():  # e.g. a shell glob's *.lock file beside the base
+                print(f"skipped {d}: not a built zoo base (no rmexp_zoo.json)", flush=True)
+                continue
+            world = World(json.loads((d / "rmexp_zoo.json").read_text())["world_seed"])
             model, tok = AutoModelForCausalLM.from_pretrained(d).eval(), AutoTokenizer.from_pretrained(d)
-            cells = lm_knowledge(model, tok, World(0)) | verdict_readout(model, tok, World(0))
-            print(f"{Path(d).name}  " + "  ".join(f"{k}={v:.3f}" for k, v in cells.items()), flush=True)
+            cells = lm_knowledge(model, tok, world) | verdict_readout(model, tok, world)
+            print(f"{d.name}  " + "  ".join(f"{k}={v:.3f}" for k, v in cells.items()), flush=True)
         return 0
     if args.summarize:
         print("\n".join(summarize([line for f in args.summarize for line in Path(f).read_text().splitlines()])))
@@ -479,13 +485,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.mix:
             mix = {d: 1.0 for d in mcfg.corpus_mix}
             mix |= {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
+            if set(mix) - set(mcfg.corpus_mix):
+                ap.error(f"--mix names unknown domains {sorted(set(mix) - set(mcfg.corpus_mix))}; "
+                         f"the domains are {list(mcfg.corpus_mix)}")
             mcfg.corpus_mix = mix
         for kv in args.base_set:
             key, value = kv.split("=", 1)
             if key not in mcfg or not isinstance(mcfg[key], (int, float)):
                 raise SystemExit(f"--base-set {kv!r}: {key!r} is not a numeric field of the model config")
             mcfg[key] = type(mcfg[key])(value)
-        folder = Path(cache) / "_".join([name, args.variant, *([args.math] if args.math != "world" else []),
+        folder = Path(cache) / "_".join([name, f"world{WORLD_VERSION}", args.variant, *([args.math] if args.math != "world" else []),
                                          *(["minus-train"] if args.math_split == "minus-train" else []), str(args.entities), str(args.mix), *sorted(args.base_set)])
         if not (folder / "config.json").exists():
             folder.mkdir(parents=True, exist_ok=True)

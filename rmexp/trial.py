@@ -26,7 +26,7 @@ from rmexp.downstream import DOWNSTREAM, DownstreamContext, headline_metrics
 from rmexp.downstream.base import write_jsonl
 from rmexp.gold import gold_source
 from rmexp.rm import RM_KINDS, RMContext, Scorer
-from rmexp.world.core import World
+from rmexp.world.core import WORLD_VERSION, World
 from rmexp.world.data import decontamination, rb2_length_scores
 
 LENGTH_BASELINE = "length_baseline."  # param prefix of the "pick the longer" benchmark scores
@@ -54,11 +54,13 @@ class TrialResult:
 
 
 def trial_key(cfg: DictConfig) -> str:
-    """Hash of what determines the metrics: the resolved config minus where it runs, plus the numerics it runs
-    with (the torch thread count it is given, CPU kernels, library versions: rmexp.config.numerics)."""
+    """Hash of what determines the metrics: the resolved config minus where it runs, the world's version (a store
+    holding trials of an older world must not resume them: a random-init trial's config does not change with the
+    world), plus the numerics it runs with (the torch thread count it is given, CPU kernels, library versions:
+    rmexp.config.numerics)."""
     plain = to_plain(cfg)
     identity = {k: v for k, v in plain.items() if k not in NON_IDENTITY_KEYS}
-    return config_hash(identity, {**numerics(), "threads": run_threads(cfg)})
+    return config_hash(identity, WORLD_VERSION, {**numerics(), "threads": run_threads(cfg)})
 
 
 def _maybe_fail(cfg: DictConfig, stage: str) -> None:

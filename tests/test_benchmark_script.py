@@ -254,7 +254,7 @@ def test_world_transfer_probe_base_set_changes_the_built_base(tmp_path, capsys):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("toy_llama_xs [base math=world split=fact pairs=Factuality+Math size=0 ent=48 mix=None n_layer=2 "
                            "pretrain_steps=20]")
-    folder = tmp_path / "toy_llama_xs_base_48_None_n_layer=2_pretrain_steps=20"
+    folder = tmp_path / "toy_llama_xs_world3_base_48_None_n_layer=2_pretrain_steps=20"
     assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 2
     # `--saved-bases` reads that built base back: one line, what lm_knowledge and verdict_readout give it directly.
     assert probe.main(["--saved-bases", str(folder)]) == 0

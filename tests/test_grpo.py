@@ -13,6 +13,8 @@ from rmexp.downstream.rlvr import VerifierScorer
 from rmexp.ppo import group_advantages, kl_penalty, ppo_stage
 from tests.conftest import compose_config
 
+# rollout_batch 8 = 4 groups a step: with 2 groups the v3 SFT policy drew only uniform groups (all right or all
+# wrong: zero advantages), and the test below asserts that the policy moved.
 TINY_GRPO = ["preset=tiny", "downstream.ppo.enabled=true", "downstream.ppo.algorithm=grpo",
              "downstream.ppo.group_size=2", "downstream.ppo.steps=2", "downstream.ppo.rollout_batch=8",
              "downstream.ppo.minibatch=2", "downstream.ppo.eval_prompts_per_domain=1", "downstream.ppo.eval_every=1"]

@@ -68,6 +68,12 @@ def test_the_numerics_are_part_of_the_zoo_key_and_the_trial_key(monkeypatch):
         assert trial.trial_key(trial_cfg) != trial_before, change
     monkeypatch.undo()
     assert zoo.zoo_key(cfg, 0) == zoo_before and trial.trial_key(trial_cfg) == trial_before
+    # Another world is another result too, for every trial (a random-init base's config does not name the world).
+    for name in ("preset=tiny", "model=random_llama_s"):
+        before = trial.trial_key(compose_config([name]))
+        monkeypatch.setattr(trial, "WORLD_VERSION", trial.WORLD_VERSION + 1)
+        assert trial.trial_key(compose_config([name])) != before, name
+        monkeypatch.undo()
 
 
 def test_every_run_records_its_numerics_as_params():

@@ -518,3 +518,17 @@ def test_corpus_checked_documents_are_a_third_and_follow_the_mix():
     assert len(claims) == 3 * len(checked)
     assert 0.75 < claims.count("Factuality") / len(claims) < 0.85
     assert not any(d.endswith(("yes .", "no .")) for d in world.pretraining_docs({"Focus": 1, "Safety": 1}, 500, 0))
+
+
+def test_checked_documents_only_replace_plain_ones(monkeypatch):
+    """The checked statements have their own stream: with them switched off (CHECKED_DOC_SHARE 0, the corpus of
+    WORLD_VERSION 2 and the probe's `plain` variant) every other document is the same, at the same place."""
+    from rmexp.world import core
+
+    mix = {"Factuality": 4, "Math": 1, "Focus": 1}
+    with_checked = World(0).pretraining_docs(mix, 600, seed=0)
+    monkeypatch.setattr(core, "CHECKED_DOC_SHARE", 0.0)
+    plain = World(0).pretraining_docs(mix, 600, seed=0)
+    assert not any(d.endswith(("yes .", "no .")) for d in plain)
+    kept = [i for i, d in enumerate(with_checked) if not d.endswith(("yes .", "no ."))]
+    assert 350 < len(kept) < 450 and all(with_checked[i] == plain[i] for i in kept)

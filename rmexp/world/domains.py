@@ -241,7 +241,8 @@ class Math:
         """A statement of any one-step fact, true or with a wrong result drawn anew: "3 plus 4 is 8 ." """
         a, op, b = rng.choice(self._one_step_facts())
         r = self.OPS[op](a, b)
-        return f"{a} {op} {b} is {number_text(r if true else self.wrong_result(rng, r))} ."
+        # Math's own range, not a subclass's: the claims are one-step facts whatever longer answers a variant has.
+        return f"{a} {op} {b} is {number_text(r if true else Math.wrong_result(rng, r))} ."
 
     @classmethod
     def wrong_result(cls, rng: random.Random, r: int) -> int:
