@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 
 DOMAINS: tuple[str, ...] = ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties")
 
@@ -156,10 +157,14 @@ class Factuality:
         named = {w for w in response.split() if w in ATTRIBUTES[a]}
         return 1.0 if named == {self.kb[(p.get("entity"), a)]} else 0.0
 
+    @cached_property
+    def _facts(self) -> list[tuple[tuple[str, str], str]]:
+        return sorted(self.kb.items())  # drawn from ~90k times per base corpus: sorted once
+
     def claim(self, rng: random.Random, true: bool) -> str:
         """A statement about any fact (held-out ones included: the corpus is where knowledge lives), true or with
         a wrong value drawn anew: "the colour of zorvex is red ." """
-        (e, a), v = rng.choice(sorted(self.kb.items()))
+        (e, a), v = rng.choice(self._facts)
         return f"the {a} of {e} is {v if true else rng.choice([w for w in ATTRIBUTES[a] if w != v])} ."
 
 
@@ -237,9 +242,13 @@ class Math:
     def truths(self) -> list[str]:
         return [f"{a} {op} {b} is {number_text(self.OPS[op](a, b))} ." for a, op, b in self._one_step_facts()]
 
+    @cached_property
+    def _one_step_list(self) -> list[tuple[int, str, int]]:
+        return self._one_step_facts()  # drawn from ~90k times per base corpus: built once
+
     def claim(self, rng: random.Random, true: bool) -> str:
         """A statement of any one-step fact, true or with a wrong result drawn anew: "3 plus 4 is 8 ." """
-        a, op, b = rng.choice(self._one_step_facts())
+        a, op, b = rng.choice(self._one_step_list)
         r = self.OPS[op](a, b)
         # Math's own range, not a subclass's: the claims are one-step facts whatever longer answers a variant has.
         return f"{a} {op} {b} is {number_text(r if true else Math.wrong_result(rng, r))} ."
