@@ -38,9 +38,6 @@ CHANCE = 0.25  # RB2 non-Ties: 1 chosen among 4 completions
 MARGIN = 0.25  # a domain's best RM must beat chance by this much
 
 
-# world_transfer_probe.CORPUS_VARIANTS, written out: the probe imports this module (a test keeps the two equal).
-CORPUS_VARIANTS = ("base", "plain", "checked", "chatfresh", "ctxfresh")
-
 def sweep_models(name: str) -> list[str]:
     cfg = OmegaConf.load(CONF_DIR / "sweep" / f"{name}.yaml")
     return list(cfg.sweep.axes.model)
@@ -104,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None, help="cache (default: a fresh temp dir, so times are cold)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a sweep trial gets 1)")
     parser.add_argument("--no-bon", action="store_true", help="skip best-of-N (RB2/RB1 only)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from a file path (tests)
+    from world_transfer_probe import CORPUS_VARIANTS  # here, not at the top: the probe imports this module
+
     parser.add_argument("--corpus", default="base", choices=CORPUS_VARIANTS,
                         help="pretraining corpus of every base: the world's, or a variant of "
                              "world_transfer_probe.py (a candidate world; needs a cache of its own)")
