@@ -587,3 +587,43 @@ def test_probe_statements_in_dialogues_ask_train_questions_and_carry_the_true_ve
             a, op, b = int(words[0]), words[1], int(words[2])
             is_true = int("".join(words[4:words.index(".")])) == (a + b if op == "plus" else a - b)
         assert verdict == ("yes" if is_true else "no"), text
+
+
+def test_base_draw_noise_reads_both_sweeps_and_matches_hand_computed_sds(tmp_path, capsys):
+    """Two draws and two trial seeds per model, rb2/overall only varies. By hand: draw SDs toy_llama_m (0.6, 0.7)
+    0.070711, toy_gpt2_m (0.5, 0.3) 0.141421, the random-init ones 0: pooled sqrt((0.005 + 0.02) / 4) = 0.079;
+    every model's trial seeds (0.5, 0.6): 0.071. llama pretrained - random-init by draw: 0.2, 0.3 -> +0.250 with
+    half-width t(0.975, 1) 12.706 x 0.05 = 0.635 -> [-0.385, +0.885]. A failed trial is not read."""
+    from mlflow.tracking import MlflowClient
+
+    mod = _load("base_draw_noise")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    other = {m: 0.25 for m in mod.METRICS if m != "rb2/overall"}
+    draws = {"toy_llama_m": (0.6, 0.7), "random_llama_m": (0.4, 0.4), "toy_gpt2_m": (0.5, 0.3), "random_gpt2_m": (0.3, 0.3)}
+    parents = {}
+    for experiment, by, values in (("base_draws", "model.seed", draws),
+                                   ("base_models", "seed", {m: (0.5, 0.6) for m in draws})):
+        exp = client.create_experiment(experiment)
+        parent = client.create_run(exp).info.run_id
+        parents[experiment] = parent
+        for model, vals in values.items():
+            for k, v in enumerate(vals):
+                run = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+                client.log_param(run, "model", model)
+                client.log_param(run, by, str(k))
+                for name, value in {**other, "rb2/overall": v}.items():
+                    client.log_metric(run, name, value)
+                client.set_terminated(run, "FINISHED")
+        failed = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+        client.log_param(failed, "model", "toy_llama_m")
+        client.log_param(failed, by, "7")
+        client.log_metric(failed, "rb2/overall", 9.0)
+        client.set_terminated(failed, "FAILED")
+    assert mod.main(["--tracking-uri", uri, "--draws-parent", parents["base_draws"][:8],
+                     "--seeds-parent", parents["base_models"][:8]]) == 0
+    out = capsys.readouterr().out
+    overall = out.split("rb2/overall\n", 1)[1].split("rb2/Factuality", 1)[0]
+    assert "pooled SD (root mean square over the models): draws 0.079, trial seeds 0.071" in overall
+    assert "llama pretrained - random-init over 2 draws: +0.250 [-0.385, +0.885]" in overall
+    assert "toy_gpt2_m      draws n=2 mean 0.400 SD 0.141" in overall
