@@ -1,6 +1,6 @@
 """Policy sampling throughput for best-of-N and PPO rollouts on the toy world: before vs rmexp.sampling.
 
-    python benchmarks/sampling.py                       # the BoN default: 72 prompts x 16 samples, 24 new tokens
+    python benchmarks/sampling.py                       # 72 prompts x 16 samples, 24 new tokens (the BoN default when issue #10 was filed; today --prompts 481 --n 64)
     python benchmarks/sampling.py --prompts 8 --n 2     # a quick check
 
 Workload: a toy_llama_s-shaped policy (Llama, hidden 64, 2 layers, 4 heads; random init, so nothing is

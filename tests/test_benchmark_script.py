@@ -591,39 +591,45 @@ def test_probe_statements_in_dialogues_ask_train_questions_and_carry_the_true_ve
 
 def test_base_draw_noise_reads_both_sweeps_and_matches_hand_computed_sds(tmp_path, capsys):
     """Two draws and two trial seeds per model, rb2/overall only varies. By hand: draw SDs toy_llama_m (0.6, 0.7)
-    0.070711, toy_gpt2_m (0.5, 0.3) 0.141421, the random-init ones 0: pooled sqrt((0.005 + 0.02) / 4) = 0.079;
-    every model's trial seeds (0.5, 0.6): 0.071. llama pretrained - random-init by draw: 0.2, 0.3 -> +0.250 with
-    half-width t(0.975, 1) 12.706 x 0.05 = 0.635 -> [-0.385, +0.885]. A failed trial is not read."""
+    0.070711, toy_gpt2_m (0.5, 0.3) 0.141421, random_gpt2_m (0.3, 0.2) 0.070711, random_llama_m 0: pooled
+    sqrt((0.005 + 0.02 + 0.005) / 4) = 0.087; trial seeds (0.5, 0.6), (0.5, 0.5), (0.4, 0.8), (0.5, 0.5): SDs 0.070711,
+    0, 0.282843, 0: pooled sqrt((0.005 + 0.08) / 4) = 0.146. Pretrained - random-init by draw: llama 0.2, 0.3 ->
+    +0.250, half-width t(0.975, 1) 12.706 x 0.05 = 0.635 -> [-0.385, +0.885]; gpt2 0.2, 0.1 -> +0.150 [-0.485,
+    +0.785]. Runs of another parent and a failed run are not read."""
     from mlflow.tracking import MlflowClient
 
     mod = _load("base_draw_noise")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     other = {m: 0.25 for m in mod.METRICS if m != "rb2/overall"}
-    draws = {"toy_llama_m": (0.6, 0.7), "random_llama_m": (0.4, 0.4), "toy_gpt2_m": (0.5, 0.3), "random_gpt2_m": (0.3, 0.3)}
+    draws = {"toy_llama_m": (0.6, 0.7), "random_llama_m": (0.4, 0.4), "toy_gpt2_m": (0.5, 0.3), "random_gpt2_m": (0.3, 0.2)}
+    seeds = {"toy_llama_m": (0.5, 0.6), "random_llama_m": (0.5, 0.5), "toy_gpt2_m": (0.4, 0.8), "random_gpt2_m": (0.5, 0.5)}
+
+    def child(exp, parent, by, model, k, value, status="FINISHED"):
+        run = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+        client.log_param(run, "model", model)
+        client.log_param(run, by, str(k))
+        for name, v in {**other, "rb2/overall": value}.items():
+            client.log_metric(run, name, v)
+        client.set_terminated(run, status)
+
     parents = {}
-    for experiment, by, values in (("base_draws", "model.seed", draws),
-                                   ("base_models", "seed", {m: (0.5, 0.6) for m in draws})):
+    for experiment, by, values in (("base_draws", "model.seed", draws), ("base_models", "seed", seeds)):
         exp = client.create_experiment(experiment)
-        parent = client.create_run(exp).info.run_id
-        parents[experiment] = parent
+        stale = client.create_run(exp).info.run_id  # an earlier sweep of the same experiment: other values
+        parent = parents[experiment] = client.create_run(exp).info.run_id
         for model, vals in values.items():
             for k, v in enumerate(vals):
-                run = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
-                client.log_param(run, "model", model)
-                client.log_param(run, by, str(k))
-                for name, value in {**other, "rb2/overall": v}.items():
-                    client.log_metric(run, name, value)
-                client.set_terminated(run, "FINISHED")
-        failed = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
-        client.log_param(failed, "model", "toy_llama_m")
-        client.log_param(failed, by, "7")
-        client.log_metric(failed, "rb2/overall", 9.0)
-        client.set_terminated(failed, "FAILED")
+                child(exp, parent, by, model, k, v)
+                child(exp, stale, by, model, k, 0.9 - v)
+        child(exp, parent, by, "toy_llama_m", 7, 9.0, status="FAILED")
     assert mod.main(["--tracking-uri", uri, "--draws-parent", parents["base_draws"][:8],
                      "--seeds-parent", parents["base_models"][:8]]) == 0
     out = capsys.readouterr().out
     overall = out.split("rb2/overall\n", 1)[1].split("rb2/Factuality", 1)[0]
-    assert "pooled SD (root mean square over the models): draws 0.079, trial seeds 0.071" in overall
+    assert "pooled SD (root mean square over the models): draws 0.087, trial seeds 0.146" in overall
+    assert "toy_gpt2_m      draws n=2 mean 0.400 SD 0.141 (0.500 0.300) | trial seeds n=2 mean 0.600 SD 0.283" in overall
     assert "llama pretrained - random-init over 2 draws: +0.250 [-0.385, +0.885]" in overall
-    assert "toy_gpt2_m      draws n=2 mean 0.400 SD 0.141" in overall
+    assert "gpt2 pretrained - random-init over 2 draws: +0.150 [-0.485, +0.785]" in overall
+    with pytest.raises(SystemExit, match="at least its first 8"):
+        mod.main(["--tracking-uri", uri, "--draws-parent", "", "--seeds-parent", parents["base_models"]])
