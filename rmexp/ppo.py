@@ -299,6 +299,8 @@ class FixedKLController:
 # Toy-world tuning of the defaults (PPOConfig): lr 5e-4 / kl_coef 0.1 / 32 prompts a step hacked the RM within
 # 10 steps (KL > 4 nats, gold 0.39 -> 0.17 while the proxy rose 0.3 -> 4.0); lr 1e-4, kl_coef 0.2, 64 prompts
 # a step, 80 steps raised gold on every seed tried (+0.09..+0.14) and a flipped-label RM lowered it (-0.24).
+# WORLD_VERSION 3's RMs are stronger and kl_coef 0.2 over-optimised them (~4 nats of KL); on data seeds 3-8, which no
+# study uses, 1.0 gave more gold (+0.105 vs +0.070, paired +0.034 [+0.003, +0.066]) at 0.4 nats: the default since.
 # Even PPO against the gold verifier itself gains only ~+0.15 in 40 steps: Math and Factuality need knowledge
 # the SFT policy lacks, and RL mostly reshapes Safety, Focus and Ties.
 

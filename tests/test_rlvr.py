@@ -58,9 +58,11 @@ def test_rlvr_key_ignores_the_rm_and_the_data(world, tmp_path):
     (policy_dir / "model.safetensors").write_bytes(b"weights")
     key = rlvr_key(compose_config(TINY_RLVR), policy_dir, 0)
     for other in (["model=toy_gpt2_xs"], ["data.label_noise=0.3", "data.size=500"], ["train.epochs=1"],
-                  ["downstream.bon.n_samples=4"], ["downstream.ppo.enabled=true"], ["downstream.dpo.enabled=true"]):
+                  ["downstream.bon.n_samples=4"], ["downstream.ppo.enabled=true"], ["downstream.dpo.enabled=true"],
+                  ["downstream.ppo.kl_coef=0.5"]):  # rlvr has a KL coefficient of its own
         assert rlvr_key(compose_config(TINY_RLVR + other), policy_dir, 0) == key, other
-    for other in (["downstream.ppo.steps=2"], ["downstream.rlvr.algorithm=ppo"], ["downstream.policy.temperature=0.7"]):
+    for other in (["downstream.ppo.steps=2"], ["downstream.rlvr.algorithm=ppo"], ["downstream.policy.temperature=0.7"],
+                  ["downstream.rlvr.kl_coef=0.5"]):
         assert rlvr_key(compose_config(TINY_RLVR + other), policy_dir, 0) != key, other
     assert rlvr_key(compose_config(TINY_RLVR), policy_dir, 1) != key  # another world
     (policy_dir / "model.safetensors").write_bytes(b"other weights")
@@ -71,18 +73,21 @@ def test_rlvr_runs_once_for_a_sweep_over_rms(world, zoo_cache, tmp_path, monkeyp
     torch.set_num_threads(1)
     calls = []
     real = ppo.ppo_stage
-    monkeypatch.setattr(ppo, "ppo_stage", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(ppo, "ppo_stage", lambda *a, **k: calls.append(a[0].downstream.ppo.kl_coef) or real(*a, **k))
     cache = tmp_path / "cache"
     # The policy comes from the session's zoo cache (built once); RLVR results go to a fresh cache.
     monkeypatch.setattr(zoo, "policy_path", lambda name, w, c, progress=True: _policy(name, w, zoo_cache))
     outs = []
-    for i, extra in enumerate((["model=toy_llama_xs"], ["model=toy_gpt2_xs", "data.label_noise=0.5"])):
+    for i, extra in enumerate((["model=toy_llama_xs", "downstream.rlvr.kl_coef=0.3"],
+                               ["model=toy_gpt2_xs", "data.label_noise=0.5", "downstream.rlvr.kl_coef=0.3",
+                                "downstream.ppo.kl_coef=0.7"])):
         cfg = compose_config(TINY_RLVR + extra)
         validate(cfg)
         ctx = DownstreamContext(cfg=cfg, world=world, rm=None, cache=cache, out_dir=tmp_path / f"trial{i}",
                                 progress=False)
         outs.append(DOWNSTREAM["rlvr"].run(ctx))
-    assert len(calls) == 1  # the second trial (another RM, other data) read the cached result
+    assert calls == [0.3]  # rlvr's own KL coefficient; the second trial (another RM, other data, another PPO
+    # coefficient) read the cached result
     assert outs[0].metrics == outs[1].metrics and outs[0].history == outs[1].history
     m = outs[0].metrics
     for k in ("rlvr/gold", "rlvr/gold_delta", "rlvr/kl", "rlvr/sft_gold", "rlvr/Math/gold"):

@@ -133,12 +133,13 @@ def test_default_tiny_trial_metrics_are_pinned(tiny):
 # equal to the padded path to ~1e-7), which moved ppo/kl by 3e-8 and ppo/train_reward by 1e-7; gold and proxy stayed.
 # Re-pinned for SAMPLER_VERSION 3 (other rollouts; the tiny preset's 4 eval prompts a domain and 16 BoN samples kept),
 # and when the CPU numerics were pinned (AVX2 kernels; unpinned on an AVX-512 machine PPO's trajectory moved to
-# ppo/kl 0.0101, ppo/proxy -0.133: last-bit differences grow over PPO's steps); all four again for WORLD_VERSION 3.
+# ppo/kl 0.0101, ppo/proxy -0.133: last-bit differences grow over PPO's steps); all four again for WORLD_VERSION 3,
+# and again when downstream.ppo.kl_coef became 1.0 (2026-12-06; the RM metrics above stayed to the last bit).
 PINNED_TINY_PPO = {
-    "ppo/gold": 0.3333333333333333,
-    "ppo/kl": 0.03087558354794358,
-    "ppo/proxy": -0.34424537391848586,
-    "ppo/train_reward": -0.4634857773780823,
+    "ppo/gold": 0.3611111111111111,
+    "ppo/kl": 0.09027549054978105,
+    "ppo/proxy": -0.1702852941690606,
+    "ppo/train_reward": -0.372711718082428,
 }
 
 

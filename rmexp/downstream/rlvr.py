@@ -6,8 +6,8 @@ so `rlvr/gold` is the ceiling an RM-driven run of the same settings can hope to 
 
 The algorithm is `downstream.rlvr.algorithm`: `grpo` (the default: group-relative advantages need no value model,
 and there is no RM to start one from), or `ppo` with a value model on the SFT policy's own weights and a zero
-score head (every initial value 0). Every other setting is `downstream.ppo`'s, so rlvr and ppo differ only in the
-reward. Nothing RM- or data-related enters the cache key (policy weights, world, RL and evaluation settings,
+score head (every initial value 0). Its KL coefficient is `downstream.rlvr.kl_coef` (a reward in [0, 1] needs another
+coefficient than an RM's normalised score); every other setting is `downstream.ppo`'s. Nothing RM- or data-related enters the cache key (policy weights, world, RL and evaluation settings,
 device): a sweep over RMs or data computes it once, and the trial reads it from the cache (`rlvr/seconds` is then
 the time of that one computation; the trial's own `time/rlvr_s` shows the read).
 """
@@ -79,7 +79,7 @@ def rlvr_key(cfg, policy_dir: Path, world_seed: int) -> str:
     """What determines the RLVR result: the policy's weights and sampling, the world, the RL and evaluation
     settings and the device -- nothing about the RM or the preference data."""
     ppo = {k: v for k, v in OmegaConf.to_container(cfg.downstream.ppo, resolve=True).items()
-           if k not in ("enabled", "algorithm")}
+           if k not in ("enabled", "algorithm")} | {"kl_coef": cfg.downstream.rlvr.kl_coef}  # rlvr's own coefficient
     pol = {k: v for k, v in OmegaConf.to_container(cfg.downstream.policy, resolve=True).items() if k != "model"}
     return config_hash(policy_identity(policy_dir), pol, world_seed, WORLD_VERSION, ppo, cfg.downstream.rlvr.algorithm,
                        cfg.device, RLVR_VERSION, numerics())
@@ -117,6 +117,7 @@ def run(ctx: DownstreamContext) -> StageOutput:
     gold = ctx.gold_source()
     rl_cfg = copy.deepcopy(cfg)
     OmegaConf.update(rl_cfg, "downstream.ppo.algorithm", algorithm)
+    OmegaConf.update(rl_cfg, "downstream.ppo.kl_coef", cfg.downstream.rlvr.kl_coef)
 
     def build(tmp: Path) -> None:
         _, tok = zoo.load_causal_lm(policy_dir, trust_remote_code=bool(pcfg.trust_remote_code))
