@@ -295,7 +295,7 @@ POSITIVE = ("model.n_layer", "model.d_model", "model.n_head", "model.pretrain_ba
             "downstream.dpo.beta", "downstream.dpo.lr", "downstream.dpo.epochs", "downstream.dpo.batch_size",
             "ray.cpus_per_trial", "threads")
 NON_NEGATIVE = ("model.pretrain_steps", "model.sft_steps", "train.margin", "train.center_coef", "train.lora_r",
-                "train.weight_decay", "downstream.ppo.kl_coef", "downstream.ppo.clip_range",
+                "train.weight_decay", "downstream.ppo.kl_coef", "downstream.rlvr.kl_coef", "downstream.ppo.clip_range",
                 "downstream.ppo.clip_range_value", "downstream.ppo.vf_coef", "downstream.ppo.missing_eos_penalty",
                 "ray.gpus_per_trial", "ray.max_retries")
 FRACTIONS = ("data.label_noise", "data.eval_fraction", "train.warmup_ratio", "model.sft_wrong_rate",

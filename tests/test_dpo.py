@@ -103,7 +103,8 @@ def test_tiny_dpo_through_the_contract(world, zoo_cache, tmp_path, policy, monke
 @pytest.mark.parametrize("override, key", [("downstream.dpo.max_pairs=0", "downstream.dpo.max_pairs"),
                                            ("downstream.dpo.beta=-0.1", "downstream.dpo.beta"),
                                            ("downstream.dpo.batch_size=0", "downstream.dpo.batch_size"),
-                                           ("downstream.rlvr.algorithm=reinforce", "downstream.rlvr.algorithm")])
+                                           ("downstream.rlvr.algorithm=reinforce", "downstream.rlvr.algorithm"),
+                                           ("downstream.rlvr.kl_coef=-0.5", "downstream.rlvr.kl_coef")])
 def test_bad_dpo_and_rlvr_options_are_refused(override, key):
     from rmexp.config import ConfigError
 

@@ -7,9 +7,10 @@ so `rlvr/gold` is the ceiling an RM-driven run of the same settings can hope to 
 The algorithm is `downstream.rlvr.algorithm`: `grpo` (the default: group-relative advantages need no value model,
 and there is no RM to start one from), or `ppo` with a value model on the SFT policy's own weights and a zero
 score head (every initial value 0). Its KL coefficient is `downstream.rlvr.kl_coef` (a reward in [0, 1] needs another
-coefficient than an RM's normalised score); every other setting is `downstream.ppo`'s. Nothing RM- or data-related enters the cache key (policy weights, world, RL and evaluation settings,
-device): a sweep over RMs or data computes it once, and the trial reads it from the cache (`rlvr/seconds` is then
-the time of that one computation; the trial's own `time/rlvr_s` shows the read).
+coefficient than an RM's normalised score); every other setting is `downstream.ppo`'s. Nothing RM- or data-related
+enters the cache key (policy weights, world, RL and evaluation settings, device): a sweep over RMs or data computes
+it once, and the trial reads it from the cache (`rlvr/seconds` is then the time of that one computation; the
+trial's own `time/rlvr_s` shows the read).
 """
 from __future__ import annotations
 
