@@ -633,3 +633,16 @@ def test_base_draw_noise_reads_both_sweeps_and_matches_hand_computed_sds(tmp_pat
     assert "gpt2 pretrained - random-init over 2 draws: +0.150 [-0.485, +0.785]" in overall
     with pytest.raises(SystemExit, match="at least its first 8"):
         mod.main(["--tracking-uri", uri, "--draws-parent", "", "--seeds-parent", parents["base_models"]])
+
+
+def test_decode_attention_probe_shared_prefix_equals_per_row_sdpa():
+    """The candidate computes the same attention as SDPA over per-row copies (left-padded prompts, 3 rows a prompt),
+    and its timing entry point runs."""
+    mod = _load("decode_attention_probe")
+    q, kp, vp, ks, vs, pmask, K, V, mask = mod.make(U=3, n=3, H=2, P=5, T=4, D=8)
+    assert not bool(pmask.all())  # some prompts are padded
+    a = mod.per_row(q, K, V, mask, 8 ** -0.5)
+    b = mod.shared_prefix(q, kp, vp, ks, vs, pmask, 8 ** -0.5)
+    torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
+    r = mod.run(2, 2, 1, 4, 2, 4, reps=1)
+    assert r["max_diff"] < 1e-5 and r["sdpa_ms"] > 0 and r["shared_ms"] > 0
