@@ -272,6 +272,19 @@ def test_every_kind_config_parses():
         parse_options(cls, node, kind)
 
 
+# The slow end-to-end check's settings (its constants were lost when the fast tests replaced them; the test kept
+# referring to them, so it failed before building anything): small but real, each kind trains for seconds.
+E2E_OPTIONS = {
+    "dpo": {"epochs": 3, "batch_size": 16},
+    "judge": {},
+    "orm": {"epochs": 3, "batch_size": 32},
+    "prm": {"epochs": 2, "n_solutions": 600},
+    "ensemble": {"members": 2},
+}
+E2E_TIMES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
 def tiny_setup(world, zoo_cache):
     from rmexp import data as data_sources
     from rmexp import zoo
