@@ -9,6 +9,7 @@ and pretrained - random-init per family paired by draw (t interval, 95%). Trains
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,9 @@ def finished_children(client, experiment: str, parent_prefix: str, by: str) -> d
 
 def main(argv: list[str] | None = None) -> int:
     from mlflow.tracking import MlflowClient
-    from scipy import stats
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from world_calibration import t_interval  # the benchmarks' one t interval (world_transfer_probe uses it too)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tracking-uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
@@ -65,10 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         for fam in ("llama", "gpt2"):
             a, b = draws[f"toy_{fam}_m"], draws[f"random_{fam}_m"]
             ks = sorted(set(a) & set(b))
-            diff = np.array([a[k][metric] - b[k][metric] for k in ks])
-            half = stats.t.ppf(0.975, len(ks) - 1) * diff.std(ddof=1) / np.sqrt(len(ks))
-            print(f"  {fam} pretrained - random-init over {len(ks)} draws: {diff.mean():+.3f} "
-                  f"[{diff.mean() - half:+.3f}, {diff.mean() + half:+.3f}]")
+            mean, lo, hi = t_interval([a[k][metric] - b[k][metric] for k in ks])
+            print(f"  {fam} pretrained - random-init over {len(ks)} draws: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     return 0
 
 

@@ -76,11 +76,19 @@ class VerifierScorer:
         return ValueInit(model.to(self._device or torch.device("cpu")), 0.0)
 
 
+def rl_config(cfg):
+    """The trial config RLVR's RL stage runs on: downstream.ppo's settings with rlvr's algorithm and KL coefficient."""
+    rl_cfg = copy.deepcopy(cfg)
+    OmegaConf.update(rl_cfg, "downstream.ppo.algorithm", cfg.downstream.rlvr.algorithm)
+    OmegaConf.update(rl_cfg, "downstream.ppo.kl_coef", cfg.downstream.rlvr.kl_coef)
+    return rl_cfg
+
+
 def rlvr_key(cfg, policy_dir: Path, world_seed: int) -> str:
-    """What determines the RLVR result: the policy's weights and sampling, the world, the RL and evaluation
-    settings and the device -- nothing about the RM or the preference data."""
-    ppo = {k: v for k, v in OmegaConf.to_container(cfg.downstream.ppo, resolve=True).items()
-           if k not in ("enabled", "algorithm")} | {"kl_coef": cfg.downstream.rlvr.kl_coef}  # rlvr's own coefficient
+    """What determines the RLVR result: the policy's weights and sampling, the world, the RL settings it runs with
+    (`rl_config`) and the evaluation settings, the device -- nothing about the RM or the preference data."""
+    ppo = {k: v for k, v in OmegaConf.to_container(rl_config(cfg).downstream.ppo, resolve=True).items()
+           if k not in ("enabled", "algorithm")}
     pol = {k: v for k, v in OmegaConf.to_container(cfg.downstream.policy, resolve=True).items() if k != "model"}
     return config_hash(policy_identity(policy_dir), pol, world_seed, WORLD_VERSION, ppo, cfg.downstream.rlvr.algorithm,
                        cfg.device, RLVR_VERSION, numerics())
@@ -116,9 +124,7 @@ def run(ctx: DownstreamContext) -> StageOutput:
     cfg, algorithm = ctx.cfg, ctx.cfg.downstream.rlvr.algorithm
     policy_dir, pcfg = zoo.policy_path(cfg.downstream.policy, ctx.world, ctx.cache, ctx.progress)
     gold = ctx.gold_source()
-    rl_cfg = copy.deepcopy(cfg)
-    OmegaConf.update(rl_cfg, "downstream.ppo.algorithm", algorithm)
-    OmegaConf.update(rl_cfg, "downstream.ppo.kl_coef", cfg.downstream.rlvr.kl_coef)
+    rl_cfg = rl_config(cfg)
 
     def build(tmp: Path) -> None:
         _, tok = zoo.load_causal_lm(policy_dir, trust_remote_code=bool(pcfg.trust_remote_code))
