@@ -283,14 +283,13 @@ def run_rmexp_packed(cfg: BenchConfig, pairs, device: torch.device, compile_mode
     """rmexp's packed step (train.packing=true): fixed token budgets filled with as many pairs as fit, attention
     kept inside each sequence; with `compile_model` the base model is compiled once (static shapes)."""
     from rmexp import packing
-    from rmexp.rm import lr_factor, make_optimizer, train_step
+    from rmexp.rm import compile_base, lr_factor, make_optimizer, train_step
 
     res = RunResult("rmexp", "packed+compile" if compile_model else "packed")
     model = build_model(cfg, cfg.seed).to(device)
     packing.enable_packed_attention(model)
     model.train()
-    if compile_model:
-        model.base_model.compile(dynamic=False)
+    compiled = compile_base(model) if compile_model else None  # what train.compile=true does
     opt = make_optimizer(model, cfg.lr)
     layout = budget_layout(cfg, device)
     batches = layout.batches(pairs, random.Random(f"batches-{cfg.seed}"))
@@ -305,7 +304,7 @@ def run_rmexp_packed(cfg: BenchConfig, pairs, device: torch.device, compile_mode
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, total, warmup_lr, "cosine")
         loss, rc, rr = train_step(model, opt, batch, PAD_ID, grad_clip=1.0, autocast=_autocast(device, cfg.precision),
-                                  layout=layout)
+                                  layout=layout, compiled_base=compiled)
         history.append((loss.item(), (rc > rr).float().mean().item(), (rc - rr).mean().item()))
         _sync(device)
         ends.append(time.perf_counter())

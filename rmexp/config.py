@@ -114,6 +114,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     packing: bool = False            # fixed token budgets, no padding (rmexp.packing); off: toy data buckets to 0.90 already
+    compile: bool = False            # torch.compile the base for packed steps (fixed shapes: one compile, ~20 s on CPU)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more compute (long sequences)
     lora_r: int = 0                  # 0: full fine-tuning; > 0: LoRA rank (peft), score head trained in full and saved with it
     lora_alpha: float = 16.0         # the LoRA update is scaled by lora_alpha / lora_r
@@ -370,6 +371,15 @@ def _check_registries(cfg: DictConfig) -> None:
     problem = check_rm_config(cfg.rm)
     if problem:
         raise ConfigError(f"config error: {problem}")
+    from rmexp.rm import RM_KINDS
+
+    for key in ("train.packing", "train.compile"):  # only kinds that train through train_reward_model read them
+        if OmegaConf.select(cfg, key) and not RM_KINDS[cfg.rm.kind].packed_training:
+            packed = sorted(name for name, kind in RM_KINDS.items() if kind.packed_training)
+            _fail(key, True, f"rm={cfg.rm.kind} does not train packed; kinds that do: {packed}")
+    if cfg.train.compile and not cfg.train.packing:
+        _fail("train.compile", True, "it needs train.packing=true (fixed token budgets: padded batches change "
+              "shape every step and would recompile)")
     stages = [None, "rm", "bench", *DOWNSTREAM]
     if cfg.fail_stage not in stages:
         _fail("fail_stage", cfg.fail_stage, f"choose one of {stages}")

@@ -259,9 +259,10 @@ def packed_hidden(base_model, model_for_dtype, packed: Packed) -> torch.Tensor:
     return out.reshape(-1, out.shape[-1])
 
 
-def packed_rewards(model, packed: Packed) -> torch.Tensor:
-    """Score head of an `AutoModelForSequenceClassification(num_labels=1)` at each sequence's last token."""
-    hidden = packed_hidden(model.base_model, model, packed)
+def packed_rewards(model, packed: Packed, base=None) -> torch.Tensor:
+    """Score head of an `AutoModelForSequenceClassification(num_labels=1)` at each sequence's last token;
+    `base` runs the transformer under the head instead of `model.base_model` (its compiled form)."""
+    hidden = packed_hidden(model.base_model if base is None else base, model, packed)
     return model.score(hidden[packed.last_index]).squeeze(-1).float()
 
 
@@ -274,8 +275,8 @@ def pack_pairs(pairs: list[tuple[list[int], list[int]]], pad_id: int, row_len: i
     return pack_sequences(seqs, rows, row_len, pad_id, max_segments, max_seqlen)
 
 
-def packed_pair_rewards(model, packed: Packed) -> tuple[torch.Tensor, torch.Tensor]:
-    rewards = packed_rewards(model, packed)
+def packed_pair_rewards(model, packed: Packed, base=None) -> tuple[torch.Tensor, torch.Tensor]:
+    rewards = packed_rewards(model, packed, base)
     return rewards[0::2], rewards[1::2]
 
 

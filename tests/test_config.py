@@ -39,6 +39,10 @@ def test_every_zoo_model_config_validates(name):
     (["model.n_head=3"], "model.n_head=3 is not allowed; it must divide model.d_model=64"),
     (["downstream.ppo.rollout_batch=10", "downstream.ppo.minibatch=4"], "must divide downstream.ppo.rollout_batch=10"),
     (["model=hf"], "model.path"),
+    (["train.compile=true"], "train.compile=True is not allowed; it needs train.packing=true"),
+    (["rm=dpo", "train.packing=true"],
+     "train.packing=True is not allowed; rm=dpo does not train packed; kinds that do: ['classifier', 'ensemble']"),
+    (["rm=judge", "train.packing=true", "train.compile=true"], "rm=judge does not train packed"),
 ])
 def test_bad_values_give_one_clear_error(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):

@@ -177,3 +177,22 @@ def test_varlen_scoring_uses_at_least_the_measured_flat_budget(trained, monkeypa
 def test_load_model_config_unknown_name():
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         load_model_config("nope")
+
+
+def test_rm_key_keeps_eager_keys_and_separates_compiled_ones():
+    """train.compile=false keys an RM as before the option existed (train.* without the field, written out here);
+    compiled training, whose arithmetic is not eager's to the last bit, gets keys of its own."""
+    from rmexp.config import config_hash, numerics, to_plain
+    from rmexp.rm.classifier import rm_cache_key
+
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}]
+    keys = {}
+    for packed, compiled in [(False, False), (True, False), (True, True)]:
+        cfg = compose_config([f"train.packing={packed}", f"train.compile={compiled}"])
+        keys[packed, compiled] = rm_cache_key(rm.RMContext(cfg, None, "org/model", rows, None, False))
+    cfg = compose_config()
+    before = {k: v for k, v in to_plain(cfg.train).items() if k != "compile"}
+    assert keys[False, False] == config_hash("org/model", rm.rows_identity(rows), cfg.data.eval_fraction, cfg.data.seed,
+                                             before, cfg.device, rm.RM_VERSION, numerics(), cfg.model.dtype,
+                                             cfg.model.attn_implementation)
+    assert len(set(keys.values())) == 3

@@ -61,6 +61,7 @@ class RMKind:
     name: str
     options: type                                  # dataclass of the kind's config keys (conf/rm/<name>.yaml)
     build: Callable[[RMContext], Scorer]           # train-or-load (cached) and return the scorer
+    packed_training: bool = False                  # trains through train_reward_model: train.packing/compile apply
 
 
 RM_KINDS: dict[str, RMKind] = {}

@@ -12,6 +12,8 @@ padding efficiency, and on CPU the packed path's block-diagonal mask costs more 
 With `train.packing=true` chosen and rejected sequences are packed back to back into fixed token budgets of
 about `batch_size` pairs each, attention kept inside each sequence (rmexp.packing): the path for ragged data
 and for GPUs (varlen flash attention when the model runs in half precision; static shapes for torch.compile).
+`train.compile=true` (packing only) compiles the base model for the training step once: every budget has the
+same shapes, so it compiles at the first step and never again; evaluation and scoring stay eager.
 Scoring packs where varlen attention runs (`score_texts`).
 
 The kind `rm=classifier` (the default): its options are the shared `train.*` keys, so `conf/rm/classifier.yaml`
@@ -288,18 +290,31 @@ def make_optimizer(model, lr: float, weight_decay: float = 0.0, fused: bool | No
     return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
+def compile_base(model) -> torch.nn.Module:
+    """The transformer under the score head, compiled for one set of shapes (`dynamic=False`): the packed step's
+    budgets all have the same shapes, so it compiles at the first step and never again. It shares `model`'s
+    parameters (training through it trains `model`); `model` itself stays eager for evaluation's other shapes.
+    Compiled arithmetic is not eager's to the last bit (fused kernels), so it is part of an RM's identity."""
+    return torch.compile(model.base_model, dynamic=False)
+
+
 def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int, margin: float | torch.Tensor = 0.0,
                center_coef: float = 0.0, grad_clip: float = 1.0, autocast=None,
-               layout: PackLayout | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               layout: PackLayout | None = None, compiled_base: torch.nn.Module | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on a batch of pairs; returns (loss, r_chosen, r_rejected), detached.
 
     `margin` is a number or one per pair; `autocast` is an optional context manager for the forward (e.g. bf16
-    on a GPU); `layout` packs the batch into a fixed token budget (rmexp.packing) instead of padding it."""
+    on a GPU); `layout` packs the batch into a fixed token budget (rmexp.packing) instead of padding it;
+    `compiled_base` (`compile_base(model)`, packed steps only) runs the packed forward."""
+    if compiled_base is not None and layout is None:
+        raise ValueError("a compiled base needs packed steps (layout): padded batches change shape every step")
     with autocast if autocast is not None else contextlib.nullcontext():
         if layout is None:
             rc, rr = pair_forward(model, batch, pad_id)
         else:
-            rc, rr = packing.packed_pair_rewards(model, layout.pack(batch, pad_id, next(model.parameters()).device))
+            rc, rr = packing.packed_pair_rewards(model, layout.pack(batch, pad_id, next(model.parameters()).device),
+                                                 compiled_base)
     loss = pairwise_loss(rc, rr, margin, center_coef)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -371,6 +386,7 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
         epochs = [layout.batches(train_pairs, rng) for _ in range(t.epochs)]
     else:
         epochs = [bucketed_batches(lengths, t.batch_size, rng) for _ in range(t.epochs)]
+    compiled_base = compile_base(model) if t.compile else None  # validation: compile comes with packing
     steps_per_epoch = len(epochs[0])
     total = sum(map(len, epochs))
     warmup = max(1, round(t.warmup_ratio * total))
@@ -379,6 +395,8 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
     real_tokens, start, step = 0, time.time(), 0
     model.train()
     bar = progress_bar(None, "rm train", progress, total=total)
+    if compiled_base is not None:
+        bar.set_postfix_str("compiling at the first step", refresh=True)
     for epoch_batches in epochs:
         for batch_idx in epoch_batches:
             batch = [train_pairs[i] for i in batch_idx]
@@ -386,7 +404,7 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
                 group["lr"] = t.lr * lr_factor(step, total, warmup, t.schedule)
             margin = t.margin if margins is None else margins[batch_idx]
             loss, rc, rr = train_step(model, opt, batch, tok.pad_token_id, margin, t.center_coef, t.grad_clip,
-                                      layout=layout)
+                                      layout=layout, compiled_base=compiled_base)
             guards.check_finite("RM train/loss", loss.item(), step, total, guards.rm_settings(t))
             real_tokens += sum(len(c) + len(r) for c, r in batch)
             history["train/loss"].append((step, loss.item()))
@@ -435,15 +453,44 @@ class ClassifierOptions:
     """rm=classifier has no options of its own: it trains with the shared `train.*` keys."""
 
 
+def compiler_identity() -> dict:
+    """What, beside torch's version, decides a compiled graph's arithmetic: the C++ compiler inductor builds CPU
+    kernels with (its vector ISA follows the ATEN_CPU_CAPABILITY pin, already in `numerics()`) and triton's
+    version for GPU kernels."""
+    import importlib.metadata
+    import subprocess
+
+    from torch._inductor import cpp_builder
+
+    cxx = cpp_builder.get_cpp_compiler()
+    run = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
+    try:
+        triton = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        triton = None
+    return {"cxx": (run.stdout.splitlines() or [cxx])[0], "triton": triton}
+
+
+def train_identity(train: DictConfig) -> dict:
+    """train.* hashed whole, except `compile` when off: eager training is the computation its keys were made of
+    before the option existed (cached RMs stay valid); compiled training adds the compiler."""
+    from rmexp.config import to_plain
+
+    plain = to_plain(train)
+    if not plain.pop("compile"):
+        return plain
+    return plain | {"compile": compiler_identity()}
+
+
 def rm_cache_key(ctx: RMContext) -> str:
     """Keyed by the rows themselves (not the data config: on-policy sampling settings, edited files and ignored
-    data options then all do the right thing), margins included; train.* (LoRA, checkpointing) hashed whole;
-    model.dtype and attn_implementation change the numbers."""
+    data options then all do the right thing), margins included; train.* (LoRA, checkpointing) hashed whole
+    (`train_identity`); model.dtype and attn_implementation change the numbers."""
     from rmexp.config import config_hash, numerics
 
     cfg = ctx.cfg
     return config_hash(base_identity(ctx.base), rows_identity(ctx.prefs), cfg.data.eval_fraction, cfg.data.seed,
-                       cfg.train, cfg.device, RM_VERSION, numerics(), cfg.model.dtype,
+                       train_identity(cfg.train), cfg.device, RM_VERSION, numerics(), cfg.model.dtype,
                        cfg.model.attn_implementation)
 
 
@@ -460,4 +507,4 @@ def build_classifier(ctx: RMContext) -> RewardModel:
                   load=lambda folder: load_reward_model(folder, remote, cfg.device), label=cfg.model.name)
 
 
-CLASSIFIER = register_rm_kind(RMKind("classifier", ClassifierOptions, build_classifier))
+CLASSIFIER = register_rm_kind(RMKind("classifier", ClassifierOptions, build_classifier, packed_training=True))

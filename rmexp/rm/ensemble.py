@@ -108,4 +108,4 @@ def build(ctx: RMContext) -> EnsembleScorer:
     return scorer
 
 
-ENSEMBLE = register_rm_kind(RMKind("ensemble", EnsembleOptions, build))
+ENSEMBLE = register_rm_kind(RMKind("ensemble", EnsembleOptions, build, packed_training=True))  # classifier members
