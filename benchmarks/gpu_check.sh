@@ -5,7 +5,9 @@
 #      without gradient checkpointing, the dense compiled ceiling; Qwen2-0.5B shape, bf16), one run
 #   3. benchmarks/scoring.py --preset gpu --compile (padded vs rmexp's packed scoring at several budgets, eager and
 #      compiled, same model shape; the grouped row is the CPU path and takes 1.5 min there: skipped)
-#   4. benchmarks/gpu_toy_trial.py cuda (one tiny toy trial with device=cuda, no MLflow: ~35 s on an H200)
+#   4. benchmarks/gpu_toy_trial.py cuda (one tiny toy trial with device=cuda, no MLflow: ~35 s on an H200, and since
+#      2026-12-06 trained as conf/sweep/gpu_real.yaml trains: bf16, train.packing=true train.compile=true, so the
+#      varlen + compiled training path runs end to end; the plain fp32 trial agreed with the CPU on 2026-11-27)
 # and writes all four to benchmarks/results/<date>-<card>.json. Usage, from anywhere:
 #   bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to pick the interpreter
 set -euo pipefail
@@ -27,7 +29,7 @@ timeout 330 "$PY" benchmarks/rm_throughput.py --preset gpu --compile --json "$tm
 rm_rc=$?
 timeout 240 "$PY" benchmarks/scoring.py --preset gpu --skip grouped --compile --packed-budgets 4096,16384 --json "$tmp/scoring_gpu.json" >"$tmp/scoring_gpu.txt" 2>&1
 sc_rc=$?
-timeout 150 "$PY" benchmarks/gpu_toy_trial.py cuda "$tmp/toy_trial.json" >"$tmp/toy_trial.txt" 2>&1
+timeout 150 "$PY" benchmarks/gpu_toy_trial.py cuda "$tmp/toy_trial.json" model.dtype=bfloat16 train.packing=true train.compile=true >"$tmp/toy_trial.txt" 2>&1
 toy_rc=$?
 set -e
 tail -n 5 "$tmp/equivalence.txt"
