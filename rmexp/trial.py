@@ -77,6 +77,7 @@ def trial_params(cfg: DictConfig, policy_family: str | None) -> dict[str, str]:
         "model.init": cfg.model.init, "data.source": cfg.data.source, "data.size": cfg.data.size,
         "data.label_noise": cfg.data.label_noise, "data.domain_weights": json.dumps(dict(cfg.data.domain_weights)),
         "train.epochs": cfg.train.epochs, "train.lr": cfg.train.lr, "train.batch_size": cfg.train.batch_size,
+        "train.packing": cfg.train.packing, "train.compile": cfg.train.compile,
         "benchmark.source": cfg.benchmark.source, "policy": cfg.downstream.policy.model, "task": cfg.task.name,
         "ppo.enabled": cfg.downstream.ppo.enabled, "rm.kind": cfg.rm.kind,
     }

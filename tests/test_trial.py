@@ -76,6 +76,20 @@ def test_retraining_from_scratch_is_deterministic(zoo_cache, tmp_path, tiny):
         assert again.metrics[key] == tiny.metrics[key], key
 
 
+def test_compiled_rm_training_gives_the_eager_packed_trial_to_rounding(zoo_cache, tmp_path):
+    """train.compile=true through the whole trial: the RM trains through the compiled base (its own cache entry)
+    and every RM and benchmark metric matches the eager packed trial's to float rounding (measured: 1e-8)."""
+    common = ["preset=tiny", f"cache_dir={zoo_cache}", "downstream.bon.enabled=false", "train.packing=true"]
+    eager = _run(common, tmp_path / "eager")
+    compiled = _run([*common, "train.compile=true"], tmp_path / "compiled")
+    assert compiled.params["train.compile"] == "True" and eager.params["train.compile"] == "False"
+    keys = [k for k in eager.metrics if k.startswith(("rb2/", "rb1/", "train/", "eval/")) and "seconds" not in k
+            and "per_s" not in k]
+    assert len(keys) > 20
+    for key in keys:
+        assert compiled.metrics[key] == pytest.approx(eager.metrics[key], rel=1e-5, abs=1e-6), key
+
+
 def test_flipped_labels_make_a_worse_than_chance_rm(tiny, zoo_cache, tmp_path):
     flipped = _run(["preset=tiny", f"cache_dir={zoo_cache}", "data.label_noise=1.0"], tmp_path)
     assert flipped.metrics["data/label_noise_realised"] == 1.0
