@@ -380,6 +380,9 @@ def _check_registries(cfg: DictConfig) -> None:
     if cfg.train.compile and not cfg.train.packing:
         _fail("train.compile", True, "it needs train.packing=true (fixed token budgets: padded batches change "
               "shape every step and would recompile)")
+    if cfg.train.compile and cfg.train.gradient_checkpointing:
+        _fail("train.compile", True, "it does not go with train.gradient_checkpointing=true (checkpointed layers "
+              "break the compiled graph and run eager); use one or the other")
     stages = [None, "rm", "bench", *DOWNSTREAM]
     if cfg.fail_stage not in stages:
         _fail("fail_stage", cfg.fail_stage, f"choose one of {stages}")

@@ -60,6 +60,10 @@ def trial_key(cfg: DictConfig) -> str:
     rmexp.config.numerics)."""
     plain = to_plain(cfg)
     identity = {k: v for k, v in plain.items() if k not in NON_IDENTITY_KEYS}
+    if cfg.train.compile:  # compiled kernels: the compiler decides their last bits too (rm.classifier.train_identity)
+        from rmexp.rm.classifier import compiler_identity
+
+        identity["compiler"] = compiler_identity()
     return config_hash(identity, WORLD_VERSION, {**numerics(), "threads": run_threads(cfg)})
 
 

@@ -156,6 +156,10 @@ CASES: list[Case] = [
     Case("lr_nan", "`train.lr=nan`", lambda d: ["train.lr=nan"], ("train.lr=nan", "finite number")),
     Case("compile_unpacked", "`train.compile=true` without packing (padded batches would recompile every step)",
          lambda d: ["train.compile=true"], ("train.compile=True is not allowed", "needs train.packing=true")),
+    Case("compile_checkpointing", "`train.packing=true train.compile=true train.gradient_checkpointing=true` "
+         "(checkpointed layers break the graph: they would run eager)",
+         lambda d: ["train.packing=true", "train.compile=true", "train.gradient_checkpointing=true"],
+         ("train.compile=True is not allowed", "does not go with train.gradient_checkpointing=true")),
     Case("packing_unpacked_kind", "`rm=dpo train.packing=true` (the kind does not read it; was ignored)",
          lambda d: ["rm=dpo", "train.packing=true"], ("train.packing=True is not allowed",
                                                      "rm=dpo does not train packed", "['classifier', 'ensemble']")),

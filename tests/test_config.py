@@ -43,6 +43,8 @@ def test_every_zoo_model_config_validates(name):
     (["rm=dpo", "train.packing=true"],
      "train.packing=True is not allowed; rm=dpo does not train packed; kinds that do: ['classifier', 'ensemble']"),
     (["rm=judge", "train.packing=true", "train.compile=true"], "rm=judge does not train packed"),
+    (["train.packing=true", "train.compile=true", "train.gradient_checkpointing=true"],
+     "train.compile=True is not allowed; it does not go with train.gradient_checkpointing=true"),
 ])
 def test_bad_values_give_one_clear_error(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):

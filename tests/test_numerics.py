@@ -14,8 +14,8 @@ from rmexp.config import load_model_config, numerics
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
-PROBE = ("import json, os, rmexp, torch; torch.ones(3).softmax(0); "
-         "print(json.dumps({'cpu': torch.backends.cpu.get_cpu_capability(), "
+PROBE = ("import json, os, rmexp, torch, torch._inductor.config as inductor; torch.ones(3).softmax(0); "
+         "print(json.dumps({'cpu': torch.backends.cpu.get_cpu_capability(), 'march': inductor.cpp.march, "
          "'env': {k: os.environ.get(k) for k in rmexp.CPU_NUMERICS}, 'numerics': rmexp.config.numerics()}))")
 
 
@@ -38,8 +38,10 @@ def _probe(env_extra: dict[str, str]) -> dict:
                     reason="the pins are x86-64 instruction sets; this CPU has no AVX2")
 def test_importing_rmexp_pins_the_cpu_kernels_at_avx2_whatever_the_cpu_offers():
     got = _probe({})
-    assert got["env"] == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert got["env"] == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                          "TORCHINDUCTOR_CPP_MARCH": "haswell"}
     assert got["cpu"] == "AVX2"  # ATen's dispatch, after a kernel ran (an AVX-512 CPU would otherwise give AVX512)
+    assert got["march"] == "haswell"  # torch.compile's C++ kernels (train.compile): not -march=native
     assert got["numerics"]["cpu"] == "AVX2" and got["numerics"]["mkl_cbwr"] == "AVX2"
 
 
@@ -84,3 +86,16 @@ def test_every_run_records_its_numerics_as_params():
     assert params["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     assert params["mkl_cbwr"] == os.environ.get("MKL_CBWR", "")
     assert params["torch"] == torch.__version__ and params["transformers"] == transformers.__version__
+
+
+def test_a_compiled_trial_is_keyed_by_its_compiler_too(monkeypatch):
+    """train.compile=true: another C++ compiler (or triton) builds other kernels, so another trial and RM key;
+    an eager trial's key does not depend on the compiler."""
+    from rmexp.rm import classifier
+
+    compiled = compose_config(["preset=tiny", "train.packing=true", "train.compile=true"])
+    eager = compose_config(["preset=tiny", "train.packing=true"])
+    before = trial.trial_key(compiled), trial.trial_key(eager)
+    monkeypatch.setattr(classifier, "compiler_identity", lambda: {"cxx": "another compiler", "march": None,
+                                                                  "triton": None})
+    assert trial.trial_key(compiled) != before[0] and trial.trial_key(eager) == before[1]

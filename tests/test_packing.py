@@ -7,6 +7,7 @@ first sequence of a row; `test_leaky_packing_is_caught` shows these checks catch
 from __future__ import annotations
 
 import copy
+import random
 
 import pytest
 import torch
@@ -216,16 +217,16 @@ def test_varlen_request_off_cuda_is_an_error_not_a_silent_full_attention():
     assert not packing.use_varlen(model, torch.device("cpu"))
 
 
-def _train_packed(model, pairs, steps: int, compiled: bool) -> list[float]:
+def _train_packed(model, pairs, steps: int, compiled: bool, row_len: int = 24) -> list[float]:
     """`steps` packed training steps (train.packing=true), through the compiled base when `compiled`."""
     model.train()
     packing.enable_packed_attention(model)
     opt = rm.make_optimizer(model, 2e-3)
-    layout = rm.PackLayout.for_pairs(pairs, 4, 24, flat=False)
+    layout = rm.PackLayout.for_pairs(pairs, 4, row_len, flat=False)
     base = rm.compile_base(model) if compiled else None
     losses = []
     for step in range(steps):
-        batch = layout.batches(pairs, __import__("random").Random(step))[0]
+        batch = layout.batches(pairs, random.Random(step))[0]
         loss, _, _ = rm.train_step(model, opt, [pairs[i] for i in batch], PAD, layout=layout, compiled_base=base)
         losses.append(loss.item())
     return losses
@@ -235,10 +236,14 @@ def _train_packed(model, pairs, steps: int, compiled: bool) -> list[float]:
 def test_compiled_packed_training_equals_eager_and_repeats_exactly(kind):
     """train.compile=true: the compiled base trains like the eager one (float rounding apart: fused kernels) and,
     compiled again from the same start, gives the same weights to the last bit (same config, same numbers)."""
+    from torch._dynamo.utils import counters
+
     pairs = _pairs(12, seed=2, hi=11)
     eager, comp, again = _model(kind), _model(kind), _model(kind)
     l_eager = _train_packed(eager, pairs, 8, compiled=False)
+    counters.clear()
     l_comp = _train_packed(comp, pairs, 8, compiled=True)
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]  # compiled, in one graph
     l_again = _train_packed(again, pairs, 8, compiled=True)
     torch.testing.assert_close(torch.tensor(l_comp), torch.tensor(l_eager), atol=1e-5, rtol=1e-5)
     moved = max((p - q).abs().max().item() for p, q in zip(eager.parameters(), _model(kind).parameters()))
@@ -254,3 +259,17 @@ def test_a_compiled_base_needs_packed_steps():
     model = _model("llama")
     with pytest.raises(ValueError, match="compiled base needs packed steps"):
         rm.train_step(model, rm.make_optimizer(model, 1e-3), _pairs(2), PAD, compiled_base=rm.compile_base(model))
+
+
+def test_each_rm_compiles_afresh_so_a_process_never_falls_back_to_eager():
+    """A sweep's trial process trains many RMs with budgets of other shapes: past dynamo's recompile limit it would
+    run eager in silence. compile_base starts each RM afresh (here with a limit of 1: two shapes would pass it)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    pairs = _pairs(12, seed=3, hi=11)
+    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=False):
+        for row_len in (24, 32):  # another budget shape: without the fresh start, the second RM would train eager
+            counters.clear()
+            _train_packed(_model("llama"), pairs, 2, compiled=True, row_len=row_len)
+            assert counters["stats"]["unique_graphs"] == 1, row_len

@@ -79,9 +79,13 @@ def test_retraining_from_scratch_is_deterministic(zoo_cache, tmp_path, tiny):
 def test_compiled_rm_training_gives_the_eager_packed_trial_to_rounding(zoo_cache, tmp_path):
     """train.compile=true through the whole trial: the RM trains through the compiled base (its own cache entry)
     and every RM and benchmark metric matches the eager packed trial's to float rounding (measured: 1e-8)."""
+    from torch._dynamo.utils import counters
+
     common = ["preset=tiny", f"cache_dir={zoo_cache}", "downstream.bon.enabled=false", "train.packing=true"]
     eager = _run(common, tmp_path / "eager")
+    counters.clear()
     compiled = _run([*common, "train.compile=true"], tmp_path / "compiled")
+    assert counters["stats"]["unique_graphs"] == 1  # the base, once (fullgraph: a graph break would have raised)
     assert compiled.params["train.compile"] == "True" and eager.params["train.compile"] == "False"
     keys = [k for k in eager.metrics if k.startswith(("rb2/", "rb1/", "train/", "eval/")) and "seconds" not in k
             and "per_s" not in k]

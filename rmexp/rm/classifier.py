@@ -295,7 +295,14 @@ def compile_base(model) -> torch.nn.Module:
     budgets all have the same shapes, so it compiles at the first step and never again. It shares `model`'s
     parameters (training through it trains `model`); `model` itself stays eager for evaluation's other shapes.
     Compiled arithmetic is not eager's to the last bit (fused kernels), so it is part of an RM's identity."""
-    return torch.compile(model.base_model, dynamic=False)
+    import torch._dynamo
+
+    # A sweep's trial process trains many RMs: each new budget shape would count towards dynamo's recompile limit,
+    # past which it runs eager in silence (an RM keyed as compiled, trained eager). Each RM compiles afresh, and a
+    # recompile inside one RM's training, whose shapes never change, is an error rather than a fallback.
+    torch._dynamo.reset()
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+    return torch.compile(model.base_model, dynamic=False, fullgraph=True)  # a graph break is an error, not eager
 
 
 def train_step(model, opt, batch: list[tuple[list[int], list[int]]], pad_id: int, margin: float | torch.Tensor = 0.0,
@@ -458,17 +465,22 @@ def compiler_identity() -> dict:
     kernels with (its vector ISA follows the ATEN_CPU_CAPABILITY pin, already in `numerics()`) and triton's
     version for GPU kernels."""
     import importlib.metadata
+    import os
     import subprocess
 
     from torch._inductor import cpp_builder
 
-    cxx = cpp_builder.get_cpp_compiler()
-    run = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
+    try:
+        cxx = cpp_builder.get_cpp_compiler()
+        version = (subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()
+                   or [cxx])[0]
+    except Exception:  # a CUDA machine may lack a C++ compiler: its kernels are triton's
+        version = None
     try:
         triton = importlib.metadata.version("triton")
     except importlib.metadata.PackageNotFoundError:
         triton = None
-    return {"cxx": (run.stdout.splitlines() or [cxx])[0], "triton": triton}
+    return {"cxx": version, "march": os.environ.get("TORCHINDUCTOR_CPP_MARCH"), "triton": triton}
 
 
 def train_identity(train: DictConfig) -> dict:
@@ -476,7 +488,7 @@ def train_identity(train: DictConfig) -> dict:
     before the option existed (cached RMs stay valid); compiled training adds the compiler."""
     from rmexp.config import to_plain
 
-    plain = to_plain(train)
+    plain = dict(to_plain(train))
     if not plain.pop("compile"):
         return plain
     return plain | {"compile": compiler_identity()}
