@@ -646,3 +646,31 @@ def test_decode_attention_probe_shared_prefix_equals_per_row_sdpa():
     torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
     r = mod.run(2, 2, 1, 4, 2, 4, reps=1)
     assert r["max_diff"] < 1e-5 and r["sdpa_ms"] > 0 and r["shared_ms"] > 0
+
+
+def test_math_forms_breakdown_by_hand():
+    """Two Math rows. Row a: one-step question, stated answer "3 plus 4 is 7", rejected 8 (near), 6 (near), 15 (far);
+    chosen 0.5 beats 0.4 and 0.1 but not 0.9: result 0. Row b: two-step question, bare "the answer is 9", rejected
+    10 (near), 2 (far), 18 (far); chosen 1.0 beats all: result 1. By hand: accuracy one-step/stated 0, two-step/bare 1,
+    all 0.5; near pairs (a: 0.4, 0.9; b: 0.2) -> 2 of 3 wins; far pairs (a: 0.1; b: 0.3, 0.0) -> 3 of 3. Other
+    subsets are ignored."""
+    mod = _load("math_forms")
+    rows = {"math-0": {"prompt": "what is 3 plus 4 ?", "chosen": ["3 plus 4 is 7 ."],
+                       "rejected": ["3 plus 4 is 8 .", "3 plus 4 is 6 .", "i think 1 5"]},
+            "math-1": {"prompt": "what is 3 plus 4 plus 2 ?", "chosen": ["the answer is 9 ."],
+                       "rejected": ["the answer is 1 0 .", "so , 2", "the answer is 1 8 ."]}}
+    lines = [{"id": "math-0", "subset": "Math", "scores_chosen": [0.5], "scores_rejected": [0.4, 0.9, 0.1], "result": 0.0},
+             {"id": "math-1", "subset": "Math", "scores_chosen": [1.0], "scores_rejected": [0.2, 0.3, 0.0], "result": 1.0},
+             {"id": "factuality-0", "subset": "Factuality", "scores_chosen": [0.0], "scores_rejected": [1.0],
+              "result": 0.0}]
+    out = mod.breakdown(rows, lines)
+    assert out["accuracy"] == {"one-step/stated": 0.0, "two-step/bare": 1.0, "all": 0.5}
+    assert out["n"] == {"one-step/stated": 1, "two-step/bare": 1, "all": 2}
+    assert out["pairs"]["near"] == pytest.approx(2 / 3) and out["pairs"]["far"] == 1.0
+    # The world's own Math rows come in all four forms.
+    from rmexp.world.core import World
+    from rmexp.world.data import rb2_rows
+
+    math = [r for r in rb2_rows(World(0), 150, 0) if r["subset"] == "Math"]
+    forms = {f"{mod.question_form(r['prompt'])}/{mod.answer_form(r['chosen'][0])}" for r in math}
+    assert forms == {"one-step/stated", "one-step/bare", "two-step/stated", "two-step/bare"}
