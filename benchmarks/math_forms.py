@@ -10,7 +10,9 @@ trial's config), so nothing is trained. Per model (means over its trials):
   ("3 plus 4 is 7") or only the result ("the answer is 7"), where no checked statement of the corpus applies;
 - pairwise wins of the chosen answer over each rejected one, split by how far the wrong final number is from the
   right one: a near miss (off by 1-2: the result of a neighbouring train fact, which the preference data endorses)
-  or far.
+  or far;
+- then the same with 95% intervals by resampling the rows, and accuracy by how many of a row's 3 wrong answers are
+  near misses.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import argparse
 import json
 import re
 import sys
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,10 +38,13 @@ def answer_form(text: str) -> str:
 
 def breakdown(rows: dict[str, dict], score_lines: list[dict]) -> dict:
     """rows: RB2 Math rows by id; score_lines: `rb2_scores.jsonl` lines (other subsets ignored). Returns
-    {"accuracy": {form: mean result}, "n": {form: rows}, "pairs": {"near"|"far": share of chosen > rejected}}."""
+    {"accuracy": {form: mean result}, "n": {form: rows}, "pairs": {"near"|"far": share of chosen > rejected},
+    "per_row": {id: {"result", "near": [wins], "far": [wins]}}}. Each line's result is recomputed from its scores
+    (best of 4, ties shared, as rmexp.bench scores it) and must equal the one logged."""
+    from rmexp.bench import _best_of_n_result
     from rmexp.world.domains import parse_numbers
 
-    results, wins = defaultdict(list), defaultdict(list)
+    results, wins, per_row = defaultdict(list), defaultdict(list), {}
     for s in score_lines:
         if s["subset"] != "Math":
             continue
@@ -46,16 +52,49 @@ def breakdown(rows: dict[str, dict], score_lines: list[dict]) -> dict:
         if len(row["rejected"]) != len(s["scores_rejected"]):
             raise ValueError(f"{s['id']}: {len(s['scores_rejected'])} rejected scores for {len(row['rejected'])} "
                              f"rebuilt answers: the rows were not rebuilt with the trial's benchmark settings")
+        result = _best_of_n_result([*s["scores_chosen"], *s["scores_rejected"]])
+        if result != s["result"]:
+            raise ValueError(f"{s['id']}: the scores give result {result}, the file says {s['result']}")
         form = f"{question_form(row['prompt'])}/{answer_form(row['chosen'][0])}"
-        results[form].append(s["result"])
-        results["all"].append(s["result"])
+        results[form].append(result)
+        results["all"].append(result)
         truth = parse_numbers(row["chosen"][0])[-1]
+        mine = per_row[s["id"]] = {"result": result, "near": [], "far": []}
         for text, score in zip(row["rejected"], s["scores_rejected"]):
-            distance = abs(parse_numbers(text)[-1] - truth)
-            wins["near" if distance <= NEAR else "far"].append(s["scores_chosen"][0] > score)
+            kind = "near" if abs(parse_numbers(text)[-1] - truth) <= NEAR else "far"
+            mine[kind].append(s["scores_chosen"][0] > score)
+            wins[kind].append(s["scores_chosen"][0] > score)
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     return {"accuracy": {k: mean(v) for k, v in results.items()}, "n": {k: len(v) for k, v in results.items()},
-            "pairs": {k: mean(v) for k, v in wins.items()}}
+            "pairs": {k: mean(v) for k, v in wins.items()}, "per_row": per_row}
+
+
+def row_bootstrap(bs: list[dict], n_boot: int = 2000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Mean and 95% percentile interval, resampling the rows (each row's values averaged over the trials first),
+    of: RB2 Math accuracy, the near-miss and far pairwise wins, and accuracy by near misses among the rejected."""
+    import numpy as np
+
+    ids = sorted(bs[0]["per_row"])
+    res = np.array([[b["per_row"][i]["result"] for b in bs] for i in ids]).mean(1)
+    near = [np.mean([w for b in bs for w in b["per_row"][i]["near"]]) if bs[0]["per_row"][i]["near"] else np.nan
+            for i in ids]
+    far = [np.mean([w for b in bs for w in b["per_row"][i]["far"]]) if bs[0]["per_row"][i]["far"] else np.nan
+           for i in ids]
+    k = np.array([len(bs[0]["per_row"][i]["near"]) for i in ids])
+    stats = {"all": res, "pairs near": np.array(near), "pairs far": np.array(far),
+             **{f"rows with {j} near": np.where(k == j, res, np.nan) for j in range(4)}}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    out = {}
+    for name, v in stats.items():
+        if np.isnan(v).all():
+            continue
+        with np.errstate(all="ignore"), warnings.catch_warnings():  # a resample may hold none of a small group
+            warnings.simplefilter("ignore", RuntimeWarning)
+            boot = np.nanmean(v[draws], axis=1)  # near / far pairs: weighted by row, rows without any left out
+        out[name] = (float(np.nanmean(v)), float(np.nanpercentile(boot, 2.5)), float(np.nanpercentile(boot, 97.5)),
+                     int((~np.isnan(v)).sum()))
+    return out
 
 
 def _trials(tracking_uri: str, experiment: str, parent_prefix: str, runs_dir: Path):
@@ -110,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model:<16} {len(bs):>6} {avg(lambda b: b['accuracy']['all']):6.3f} "
               + " ".join(f"{avg(lambda b: b['accuracy'].get(f, float('nan'))):16.3f}" for f in forms)
               + f" {avg(lambda b: b['pairs']['near']):10.3f} {avg(lambda b: b['pairs']['far']):9.3f}")
+    print("\nMean over the model's trials, 95% bootstrap interval over the rows (2000 resamples), n rows:")
+    for model in sorted(by_model):
+        boot = row_bootstrap(by_model[model])
+        print(f"{model:<16} " + " | ".join(f"{name} {m:.3f} [{lo:.3f}, {hi:.3f}] n={n}"
+                                            for name, (m, lo, hi, n) in boot.items()))
     return 0
 
 

@@ -650,7 +650,7 @@ def test_decode_attention_probe_shared_prefix_equals_per_row_sdpa():
 
 def test_math_forms_breakdown_by_hand():
     """Two Math rows. Row a: one-step question, stated answer "3 plus 4 is 7", rejected 8 (near), 6 (near), 15 (far);
-    chosen 0.5 beats 0.4 and 0.1 but not 0.9: result 0. Row b: two-step question, bare "the answer is 9", rejected
+    chosen 0.5 beats 0.4 and 0.1 but not 0.9: result 0 (recomputed from the scores and checked). Row b: two-step question, bare "the answer is 9", rejected
     10 (near), 2 (far), 18 (far); chosen 1.0 beats all: result 1. By hand: accuracy one-step/stated 0, two-step/bare 1,
     all 0.5; near pairs (a: 0.4, 0.9; b: 0.2) -> 2 of 3 wins; far pairs (a: 0.1; b: 0.3, 0.0) -> 3 of 3. Other
     subsets are ignored."""
@@ -667,6 +667,16 @@ def test_math_forms_breakdown_by_hand():
     assert out["accuracy"] == {"one-step/stated": 0.0, "two-step/bare": 1.0, "all": 0.5}
     assert out["n"] == {"one-step/stated": 1, "two-step/bare": 1, "all": 2}
     assert out["pairs"]["near"] == pytest.approx(2 / 3) and out["pairs"]["far"] == 1.0
+    # Per row, averaged over trials (two identical ones here): near wins row a 1/2, row b 1/1 -> 0.75 by row; far
+    # 1 and 1; row a has 2 near misses (result 0), row b 1 (result 1).
+    boot = mod.row_bootstrap([out, out], n_boot=200)
+    assert boot["all"][0] == 0.5 and boot["all"][3] == 2
+    assert boot["pairs near"][0] == 0.75 and boot["pairs far"][:3] == (1.0, 1.0, 1.0)
+    assert boot["rows with 2 near"][::3] == (0.0, 1) and boot["rows with 1 near"][::3] == (1.0, 1)
+    assert "rows with 0 near" not in boot and "rows with 3 near" not in boot
+    # A logged result that the scores do not give is an error (here row a's 0 logged as 1).
+    with pytest.raises(ValueError, match="the scores give result 0.0, the file says 1.0"):
+        mod.breakdown(rows, [{**lines[0], "result": 1.0}])
     # The world's own Math rows come in all four forms.
     from rmexp.world.core import World
     from rmexp.world.data import rb2_rows
