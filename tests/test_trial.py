@@ -94,6 +94,22 @@ def test_compiled_rm_training_gives_the_eager_packed_trial_to_rounding(zoo_cache
         assert compiled.metrics[key] == pytest.approx(eager.metrics[key], rel=1e-5, abs=1e-6), key
 
 
+def test_a_graph_break_under_train_compile_is_one_clear_error(zoo_cache, tmp_path, monkeypatch):
+    """A base that does not compile as one graph (here: activation checkpointing, a real graph break) stops the RM's
+    training with a line that names the option, instead of training partly eager under a compiled key."""
+    real = classifier.compile_base
+
+    def checkpointed(model):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return real(model)
+
+    monkeypatch.setattr(classifier, "compile_base", checkpointed)
+    with pytest.raises(RuntimeError, match=r"train.compile=true: the base model does not compile as one graph on cpu "
+                                            r"\(.+\); train it with train.compile=false"):
+        _run(["preset=tiny", f"cache_dir={zoo_cache}", "train.packing=true", "train.compile=true",
+              "downstream.bon.enabled=false", "data.size=400"], tmp_path / "out")
+
+
 def test_flipped_labels_make_a_worse_than_chance_rm(tiny, zoo_cache, tmp_path):
     flipped = _run(["preset=tiny", f"cache_dir={zoo_cache}", "data.label_noise=1.0"], tmp_path)
     assert flipped.metrics["data/label_noise_realised"] == 1.0

@@ -410,8 +410,12 @@ def train_reward_model(base_path: Path | str, rows: list[dict], cfg: DictConfig,
             for group in opt.param_groups:
                 group["lr"] = t.lr * lr_factor(step, total, warmup, t.schedule)
             margin = t.margin if margins is None else margins[batch_idx]
-            loss, rc, rr = train_step(model, opt, batch, tok.pad_token_id, margin, t.center_coef, t.grad_clip,
-                                      layout=layout, compiled_base=compiled_base)
+            try:
+                loss, rc, rr = train_step(model, opt, batch, tok.pad_token_id, margin, t.center_coef, t.grad_clip,
+                                          layout=layout, compiled_base=compiled_base)
+            except torch._dynamo.exc.Unsupported as err:  # compile_base asks for one graph: a break is this error
+                raise RuntimeError(f"train.compile=true: the base model does not compile as one graph on {dev} "
+                                   f"({str(err).splitlines()[0]}); train it with train.compile=false") from err
             guards.check_finite("RM train/loss", loss.item(), step, total, guards.rm_settings(t))
             real_tokens += sum(len(c) + len(r) for c, r in batch)
             history["train/loss"].append((step, loss.item()))
