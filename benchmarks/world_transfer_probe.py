@@ -280,7 +280,9 @@ def verdict_readout(model, tok, world: World, seed: int = 0) -> dict[str, float]
     """How often the base LM's own verdict, log P("yes") - log P("no") after a held-out fact stated in the
     `checked` corpus' exact format ("the color of zorvex is blue .", "3 plus 4 is 7 ."), is higher for the true
     value than for a wrong one: did pretraining on checked statements teach a verdict that generalises? (0.5 =
-    no.) Math: held-out one-step facts, the wrong result a near miss (off by 1-2) or any other number, half each.
+    no.) Math: held-out one-step facts, the wrong result a near miss (off by 1-2) or any other number, half each;
+    `.../Math_near` and `.../Math_far` split the Math items by the wrong result's distance (a near miss is what RB2
+    Math's best RMs cannot judge: benchmarks/math_forms.py).
 
     Per context of the statement: `verdict_heldout` right after <bos> (the corpus's own), `verdict_after_truth`
     after another true statement, `verdict_chat` as the answer of a chat dialogue on its own question, read at the
@@ -301,7 +303,7 @@ def verdict_readout(model, tok, world: World, seed: int = 0) -> dict[str, float]
         "verdict_chat": lambda q, st: f"<user> {q} <assistant> {st}",
         "verdict_chat_eos": lambda q, st: f"<user> {q} <assistant> {st} <eos>",
     }
-    items: dict[str, list[tuple[str, str, str]]] = {"Factuality": [], "Math": []}  # (question, true, wrong)
+    items: dict[str, list[tuple[str, str, str]]] = {"Factuality": [], "Math": [], "Math_near": [], "Math_far": []}
     for p in world.prompts("Factuality", "heldout"):
         e, a = p.get("entity"), p.get("attribute")
         true = fact.kb[(e, a)]
@@ -314,7 +316,9 @@ def verdict_readout(model, tok, world: World, seed: int = 0) -> dict[str, float]
             (a, op, b), = p.get("ops")
             r = Math.OPS[op](a, b)
             w = Math.wrong_result(rng, r)
-            items["Math"].append((p.text, f"{a} {op} {b} is {number_text(r)} .", f"{a} {op} {b} is {number_text(w)} ."))
+            item = (p.text, f"{a} {op} {b} is {number_text(r)} .", f"{a} {op} {b} is {number_text(w)} .")
+            items["Math"].append(item)
+            items["Math_near" if abs(w - r) <= 2 else "Math_far"].append(item)
     out = {}
     for d, rows in items.items():
         for name, ctx in contexts.items():

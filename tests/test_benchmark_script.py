@@ -264,7 +264,7 @@ def test_world_transfer_probe_base_set_changes_the_built_base(tmp_path, capsys):
     from rmexp.world.core import World
     model, tok = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
     direct = probe.lm_knowledge(model, tok, World(0)) | probe.verdict_readout(model, tok, World(0))
-    assert name == folder.name and len(direct) == 10
+    assert name == folder.name and len(direct) == 18  # lm/ x 2, 4 contexts x (Factuality, Math, its near / far split)
     assert dict(c.split("=") for c in cells) == {k: f"{v:.3f}" for k, v in direct.items()}
     with pytest.raises(SystemExit, match="not a numeric field"):
         probe.main(["--models", "toy_llama_xs", "--size", "0", "--cache-dir", str(tmp_path), "--base-set", "family=3"])
@@ -367,7 +367,8 @@ def test_probe_verdict_readout_compares_true_and_wrong_statements():
     contexts = ("verdict_heldout", "verdict_after_truth", "verdict_chat", "verdict_chat_eos")
     for says_yes_when_true, expected in ((True, 1.0), (False, 0.0)):
         out = probe.verdict_readout(stand_in(says_yes_when_true), tok, world)
-        assert out == {f"readout/{c}/{d}": expected for c in contexts for d in ("Factuality", "Math")}
+        assert out == {f"readout/{c}/{d}": expected for c in contexts
+                       for d in ("Factuality", "Math", "Math_near", "Math_far")}
 
 
 def test_gpu_toy_trial_script_on_cpu_gives_the_pinned_tiny_metrics(zoo_cache, tmp_path, capsys):
