@@ -18,22 +18,28 @@ MODELS = ("toy_llama_m", "random_llama_m", "toy_gpt2_m", "random_gpt2_m")
 METRICS = ("rb2/overall", "rb2/Factuality", "rb2/Math", "bon/gain_16", "eval/acc")
 
 
-def finished_children(client, experiment: str, parent_prefix: str, by: str) -> dict[str, dict[int, dict[str, float]]]:
-    """{model: {value of param `by`: metrics}} over the FINISHED child runs of the parent run starting with the prefix
-    (at least 8 characters, so that it names one parent); two finished runs of one model and value are an error."""
+def finished_child_runs(client, experiment: str, parent_prefix: str) -> list:
+    """The FINISHED child runs of the parent run starting with the prefix (at least 8 characters, so that it names
+    one parent), in `experiment`."""
     if len(parent_prefix) < 8:
         raise SystemExit(f"parent run id {parent_prefix!r}: give at least its first 8 characters")
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise SystemExit(f"no MLflow experiment {experiment!r}: run its sweep first")
+    return [r for r in client.search_runs([exp.experiment_id], "", max_results=10000)
+            if r.info.status == "FINISHED" and r.data.tags.get("mlflow.parentRunId", "").startswith(parent_prefix)]
+
+
+def finished_children(client, experiment: str, parent_prefix: str, by: str) -> dict[str, dict[int, dict[str, float]]]:
+    """{model: {value of param `by`: metrics}} over `finished_child_runs`; two finished runs of one model and value
+    are an error."""
     out: dict[str, dict[int, dict[str, float]]] = {}
-    for r in client.search_runs([exp.experiment_id], "", max_results=10000):
-        if r.info.status == "FINISHED" and r.data.tags.get("mlflow.parentRunId", "").startswith(parent_prefix):
-            model, value = r.data.params["model"], int(r.data.params[by])
-            if value in out.get(model, {}):
-                raise SystemExit(f"{experiment}: two finished trials of {model} at {by}={value} under parent "
-                                 f"{parent_prefix!r} (replicates are not read here)")
-            out.setdefault(model, {})[value] = r.data.metrics
+    for r in finished_child_runs(client, experiment, parent_prefix):
+        model, value = r.data.params["model"], int(r.data.params[by])
+        if value in out.get(model, {}):
+            raise SystemExit(f"{experiment}: two finished trials of {model} at {by}={value} under parent "
+                             f"{parent_prefix!r} (replicates are not read here)")
+        out.setdefault(model, {})[value] = r.data.metrics
     if not out:
         raise SystemExit(f"no finished trials under parent {parent_prefix!r} in {experiment!r}")
     return out

@@ -99,19 +99,14 @@ def row_bootstrap(bs: list[dict], n_boot: int = 2000, seed: int = 0) -> dict[str
 
 def _trials(tracking_uri: str, experiment: str, parent_prefix: str, runs_dir: Path):
     """(model, trial config, rb2_scores lines) of every FINISHED trial under the parent run starting with the prefix
-    (at least 8 characters, so that it names one parent), read from the trial's folder under `runs_dir`."""
+    (base_draw_noise.finished_child_runs), read from the trial's folder under `runs_dir`."""
     import yaml
     from mlflow.tracking import MlflowClient
 
-    if len(parent_prefix) < 8:
-        raise SystemExit(f"error: parent run id {parent_prefix!r}: give at least its first 8 characters")
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise SystemExit(f"error: no MLflow experiment {experiment!r} at {tracking_uri}")
-    for r in client.search_runs([exp.experiment_id], "", max_results=10000):
-        if r.info.status != "FINISHED" or not r.data.tags.get("mlflow.parentRunId", "").startswith(parent_prefix):
-            continue
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from base_draw_noise import finished_child_runs
+
+    for r in finished_child_runs(MlflowClient(tracking_uri), experiment, parent_prefix):
         folders = sorted(runs_dir.glob(f"*/{r.data.tags['rmexp.trial_key']}"))
         if folders and (folders[0] / "rb2_scores.jsonl").exists():
             cfg = yaml.safe_load((folders[0] / "config.yaml").read_text())

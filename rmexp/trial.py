@@ -63,7 +63,7 @@ def trial_key(cfg: DictConfig) -> str:
     if cfg.train.compile:  # compiled kernels: the compiler decides their last bits too (rm.classifier.train_identity)
         from rmexp.rm.classifier import compiler_identity
 
-        identity["compiler"] = compiler_identity()
+        identity["compiler"] = dict(compiler_identity())
     return config_hash(identity, WORLD_VERSION, {**numerics(), "threads": run_threads(cfg)})
 
 

@@ -25,6 +25,7 @@ the trainer, the scorer and the kind share the encoding and batching helpers abo
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -464,10 +465,11 @@ class ClassifierOptions:
     """rm=classifier has no options of its own: it trains with the shared `train.*` keys."""
 
 
+@functools.lru_cache(maxsize=None)
 def compiler_identity() -> dict:
     """What, beside torch's version, decides a compiled graph's arithmetic: the C++ compiler inductor builds CPU
-    kernels with (its vector ISA follows the ATEN_CPU_CAPABILITY pin, already in `numerics()`) and triton's
-    version for GPU kernels."""
+    kernels with (its vector ISA follows the ATEN_CPU_CAPABILITY pin, already in `numerics()`; the rest its march)
+    and triton's version for GPU kernels. Asked once a process: every compiled trial's key and RM key needs it."""
     import importlib.metadata
     import os
     import subprocess
@@ -495,7 +497,7 @@ def train_identity(train: DictConfig) -> dict:
     plain = dict(to_plain(train))
     if not plain.pop("compile"):
         return plain
-    return plain | {"compile": compiler_identity()}
+    return plain | {"compile": dict(compiler_identity())}
 
 
 def rm_cache_key(ctx: RMContext) -> str:
