@@ -1,11 +1,12 @@
 """Build-and-score time and RewardBench 2 result of each RM kind on the tiny preset.
 
-    python benchmarks/rm_kinds_tiny.py                       # every kind, preset=tiny (3000 pairs)
-    python benchmarks/rm_kinds_tiny.py --kinds dpo prm -o rm.judge.mode=generate
+    python benchmarks/rm_kinds_tiny.py                       # every registered kind, preset=tiny (3000 pairs)
+    python benchmarks/rm_kinds_tiny.py --kinds dpo judge -o rm.mode=generate data.size=1000
 
-Per kind: a fresh cache (so trained kinds really train), the preset's base model (built once, timed
-apart), the preset's preference rows and toy RewardBench 2 rows; `build` = train (or load) the scorer,
-`score` = score every RB2 completion; rb2/overall by rmexp.bench, as a trial computes it.
+Per kind: the config `preset=tiny rm=<kind>` composes (an `rm.*` override goes to the kinds whose conf/rm file
+has that key), a fresh cache (so trained kinds really train), the preset's base model (built once, timed apart),
+the preset's preference rows and toy RewardBench 2 rows; `build` = train (or load) the scorer, `score` = score
+every RB2 completion; rb2/overall by rmexp.bench, as a trial computes it.
 """
 from __future__ import annotations
 
@@ -16,17 +17,25 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf, open_dict
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rmexp import bench, zoo  # noqa: E402
 from rmexp import data as data_sources  # noqa: E402
-from rmexp.rm import dpo, ensemble, judge, process  # noqa: E402,F401  (registers the kinds)
-from rmexp.rm.base import RM_KINDS, RMContext  # noqa: E402
+from rmexp.config import CONF_DIR  # noqa: E402
+from rmexp.rm import RM_KINDS, RMContext  # noqa: E402  (importing rmexp.rm registers every kind)
 from rmexp.rm.options import rm_config  # noqa: E402
 from rmexp.world.core import World  # noqa: E402
-from tests.conftest import compose_config  # noqa: E402
+
+
+def compose_for(kind: str, overrides: list[str]):
+    """`preset=tiny rm=<kind>` with the overrides; `rm.*` ones only where the kind's own config has the key."""
+    own = OmegaConf.create({"rm": rm_config(kind)})
+    kept = [o for o in overrides if not o.startswith("rm.") or OmegaConf.select(own, o.split("=", 1)[0]) is not None]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=["preset=tiny", f"rm={kind}", *kept])
 
 
 def rb2_overall(scorer, rb2: list[dict], batch_tokens: int) -> float:
@@ -41,16 +50,18 @@ def rb2_overall(scorer, rb2: list[dict], batch_tokens: int) -> float:
     return bench.metric_dict(bench.score_rb2(per_row), "rb2")["rb2/overall"]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", nargs="*", default=["classifier", "dpo", "judge", "orm", "prm", "ensemble"])
-    parser.add_argument("-o", "--override", nargs="*", default=[], help="Hydra-style overrides, e.g. rm.beta=0.5")
+    parser.add_argument("--kinds", nargs="*", default=sorted(RM_KINDS), help=f"default: all, {sorted(RM_KINDS)}")
+    parser.add_argument("-o", "--override", nargs="*", default=[], help="Hydra overrides, e.g. rm.beta=0.5 data.size=1000")
     parser.add_argument("--zoo-cache", default=".rmexp_cache", help="where the base model is built or found")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.kinds) - set(RM_KINDS))
+    if unknown:
+        parser.error(f"unknown RM kind(s) {unknown}; known: {sorted(RM_KINDS)}")
     torch.set_num_threads(1)
     world = World(0)
-    base_overrides = [o for o in args.override if not o.startswith("rm.")]
-    cfg = compose_config(["preset=tiny", *base_overrides])
+    cfg = compose_for(args.kinds[0], args.override)
     start = time.time()
     base = zoo.model_path(cfg.model, world, args.zoo_cache, progress=False)
     prefs = data_sources.preference_rows(cfg, world)
@@ -59,13 +70,7 @@ def main() -> int:
           f"torch threads 1", flush=True)
     print(f"{'kind':<11} {'build s':>8} {'score s':>8} {'rb2/overall':>12} {'eval/acc':>9}  other metrics")
     for kind in args.kinds:
-        kind_cfg = cfg.copy()
-        with open_dict(kind_cfg):
-            kind_cfg.rm = rm_config(kind) if kind != "classifier" else OmegaConf.create({"kind": "classifier"})
-            for o in args.override:
-                if o.startswith("rm."):
-                    key, value = o.split("=", 1)
-                    OmegaConf.update(kind_cfg, key, OmegaConf.create({"v": value}).v if value else value)
+        kind_cfg = compose_for(kind, args.override)
         with tempfile.TemporaryDirectory() as cache:
             ctx = RMContext(kind_cfg, world, base, prefs, Path(cache), progress=False)
             t0 = time.time()

@@ -685,3 +685,71 @@ def test_math_forms_breakdown_by_hand():
     math = [r for r in rb2_rows(World(0), 150, 0) if r["subset"] == "Math"]
     forms = {f"{mod.question_form(r['prompt'])}/{mod.answer_form(r['chosen'][0])}" for r in math}
     assert forms == {"one-step/stated", "one-step/bare", "two-step/stated", "two-step/bare"}
+
+
+def test_sweep_parallel_timeline_by_hand():
+    """benchmarks/sweep_parallel.py reads the sweep's clock from stamped driver lines: from the parent-run line to
+    the "all trials finished" line; the first trial line after the start; the trials' own times summed."""
+    tl = _load("sweep_parallel").timeline
+    stamped = [(1.0, "[sweep smoke] 2 trials"),
+               (4.25, "[sweep smoke] MLflow experiment 'smoke' (id 1), parent run abc, at sqlite:///x"),
+               (6.0, "\x1b[36m(trial pid=7)\x1b[0m [train.epochs=1] reward model (classifier) on 300 pairs"),
+               (9.5, "\x1b[36m(trial pid=7)\x1b[0m [train.epochs=1] done in 3.5 s: rm 2.0 s"),
+               (12.0, "\x1b[36m(trial pid=7)\x1b[0m [train.epochs=2] done in 2.25 s: rm 1.0 s"),
+               (13.75, "[sweep smoke] all trials finished (0 cached) in 0:09; parent run abc. Open the MLflow UI with:")]
+    assert tl(stamped) == {"sweep_s": 9.5, "first_trial_after_s": 1.75, "trial_s": 5.75}
+    with pytest.raises(ValueError, match="start or end line is missing"):
+        tl(stamped[:-1])
+    with pytest.raises(ValueError, match="1 trials were cached"):
+        tl(stamped[:-1] + [(14.0, "[sweep smoke] all trials finished (1 cached) in 0:09; parent run abc.")])
+
+
+def test_sweep_parallel_script_tiny(zoo_cache, tmp_path, capsys):
+    """The sweep benchmark end to end on two tiny trials (one model, 1 and 2 epochs): a warm-up, then one run at one
+    worker and one at two, each in its own cache and store."""
+    out = tmp_path / "sp.json"
+    argv = ["--cache-from", str(zoo_cache), "--json", str(out), "sweep.axes.model=[toy_llama_xs]",
+            "downstream.ppo.enabled=false", "data.size=300", "benchmark.rows_per_subset=4",
+            "downstream.bon.prompts_per_domain=1", "downstream.bon.n_samples=4"]
+    assert _load("sweep_parallel").main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    rep = json.loads(out.read_text())
+    assert [r["max_parallel"] for r in rep["runs"]] == [1, 2]
+    assert all(0 < r["first_trial_after_s"] < r["sweep_s"] < r["process_s"] and r["trial_s"] > 0 for r in rep["runs"])
+    assert rep["ratio"] == pytest.approx(rep["runs"][1]["sweep_s"] / rep["runs"][0]["sweep_s"])
+    assert last.startswith("ratio parallel / sequential sweep time") and f"= {rep['ratio']:.2f}x" in last
+
+
+def test_rm_kinds_script_tiny_runs_every_registered_kind(zoo_cache, capsys):
+    """benchmarks/rm_kinds_tiny.py at a tiny size: one row per registered RM kind (no list of kinds of its own), each
+    with an rb2/overall in [0, 1]; an `rm.*` override reaches only the kinds that have the key (ensemble's members)."""
+    from rmexp.rm import RM_KINDS
+
+    argv = ["--zoo-cache", str(zoo_cache), "-o", "data.size=200", "benchmark.rows_per_subset=2", "train.epochs=1",
+            "rm.members=2"]
+    assert _load("rm_kinds_tiny").main(argv) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [r.split()[0] for r in rows] == sorted(RM_KINDS)
+    assert all(0.0 <= float(r.split()[3]) <= 1.0 for r in rows)
+    assert _load("rm_kinds_tiny").compose_for("ensemble", ["rm.members=2"]).rm.members == 2
+    with pytest.raises(SystemExit):
+        _load("rm_kinds_tiny").main(["--kinds", "no_such_kind"])
+    assert "unknown RM kind(s) ['no_such_kind']" in capsys.readouterr().err
+
+
+def test_optimizer_seeds_script_tiny(zoo_cache, tmp_path, capsys):
+    """benchmarks/optimizer_seeds.py (issue #10's plain vs fused AdamW question) on two seeds of a tiny RM: the
+    summary's statistics recomputed from its own runs."""
+    import numpy as np
+
+    out = tmp_path / "opt.json"
+    argv = ["--seeds", "0", "1", "--cache-dir", str(zoo_cache), "--json", str(out), "preset=tiny", "data.size=200",
+            "train.epochs=1"]
+    assert _load("optimizer_seeds").main(argv) == 0
+    rep = json.loads(out.read_text())
+    assert [(r["seed"], r["optimizer"]) for r in rep["runs"]] == [(0, "plain"), (0, "fused"), (1, "plain"), (1, "fused")]
+    plain = np.array([r["eval/acc"] for r in rep["runs"] if r["optimizer"] == "plain"])
+    fused = np.array([r["eval/acc"] for r in rep["runs"] if r["optimizer"] == "fused"])
+    s = rep["summary"]
+    assert s["diff_mean"] == pytest.approx((fused - plain).mean()) and s["ratio"] == pytest.approx(fused.mean() / plain.mean())
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"ratio fused/plain mean eval/acc {s['ratio']:.4f}"
