@@ -753,3 +753,13 @@ def test_optimizer_seeds_script_tiny(zoo_cache, tmp_path, capsys):
     s = rep["summary"]
     assert s["diff_mean"] == pytest.approx((fused - plain).mean()) and s["ratio"] == pytest.approx(fused.mean() / plain.mean())
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"ratio fused/plain mean eval/acc {s['ratio']:.4f}"
+
+
+def test_dpo_lr_probe_script_tiny(zoo_cache, tmp_path, capsys):
+    """benchmarks/dpo_lr_probe.py on the tiny preset at two rates: one line per rate, the rate it was asked for."""
+    argv = ["1e-5", "1e-4", "--cache-dir", str(zoo_cache), "--out", str(tmp_path / "probe"), "-o", "preset=tiny",
+            "downstream.dpo.max_pairs=32"]
+    assert _load("dpo_lr_probe").main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["lr=1e-05", "lr=0.0001"]
+    assert all("gold=" in line and "kl=" in line for line in lines)
