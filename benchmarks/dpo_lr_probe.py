@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     for lr in args.lrs:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="config", overrides=[f"cache_dir={args.cache_dir}", "downstream.dpo.enabled=true",
-                                                           f"downstream.dpo.lr={lr}", *args.override])
+                                                           *args.override, f"downstream.dpo.lr={lr}"])
         validate(cfg)
         t = time.time()
         out = DOWNSTREAM["dpo"].run(DownstreamContext(
             cfg=cfg, world=world, rm=None, cache=Path(args.cache_dir).resolve(), out_dir=Path(args.out) / f"lr{lr:g}",
             progress=False, prefs=data.preference_rows(cfg, world)))
         m = out.metrics
-        print(f"lr={lr:g} gold={m['dpo/gold']:.3f} sft={m['dpo/sft_gold']:.3f} delta={m['dpo/gold_delta']:+.3f} "
+        print(f"lr={cfg.downstream.dpo.lr:g} gold={m['dpo/gold']:.3f} sft={m['dpo/sft_gold']:.3f} delta={m['dpo/gold_delta']:+.3f} "
               f"kl={m['dpo/kl']:.2f} loss={m['dpo/train_loss']:.3f} acc={m['dpo/train_reward_acc']:.3f} "
               f"steps={m['dpo/steps']:.0f} dpo_s={m['dpo/seconds']:.0f} wall={time.time() - t:.0f}", flush=True)
     return 0

@@ -37,14 +37,16 @@ def bootstrap_ci(a: np.ndarray, b: np.ndarray, n: int = 10_000, seed: int = 0) -
 
 
 def train_once(cfg, base, prefs, fused: bool, out: Path) -> dict:
-    from rmexp import rm
+    # train_reward_model looks make_optimizer up in its own module, rmexp.rm.classifier (not the package's
+    # re-export): the switch goes there.
+    from rmexp.rm import classifier
 
-    original = rm.make_optimizer
-    rm.make_optimizer = functools.partial(original, fused=fused)
+    original = classifier.make_optimizer
+    classifier.make_optimizer = functools.partial(original, fused=fused)
     try:
-        return rm.train_reward_model(base, prefs, cfg, out, progress=False).info["metrics"]
+        return classifier.train_reward_model(base, prefs, cfg, out, progress=False).info["metrics"]
     finally:
-        rm.make_optimizer = original
+        classifier.make_optimizer = original
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,10 @@
 
     python benchmarks/rm_kinds_tiny.py                       # every registered kind, preset=tiny (3000 pairs)
     python benchmarks/rm_kinds_tiny.py --kinds dpo judge -o rm.mode=generate data.size=1000
+    python benchmarks/rm_kinds_tiny.py --kinds judge -o "rm.template='{prompt} {response} good ?'"   # Hydra quoting
 
 Per kind: the config `preset=tiny rm=<kind>` composes (an `rm.*` override goes to the kinds whose conf/rm file
-has that key), a fresh cache (so trained kinds really train), the preset's base model (built once, timed apart),
+has that key; one that no chosen kind has is an error), a fresh cache (so trained kinds really train), the preset's base model (built once, timed apart),
 the preset's preference rows and toy RewardBench 2 rows; `build` = train (or load) the scorer, `score` = score
 every RB2 completion; rb2/overall by rmexp.bench, as a trial computes it.
 """
@@ -30,10 +31,16 @@ from rmexp.rm.options import rm_config  # noqa: E402
 from rmexp.world.core import World  # noqa: E402
 
 
+def has_key(kind: str, override: str) -> bool:
+    """Whether the kind's conf/rm file has the `rm.*` key the override sets (a null default counts)."""
+    missing = object()
+    own = OmegaConf.create({"rm": rm_config(kind)})
+    return OmegaConf.select(own, override.split("=", 1)[0], default=missing) is not missing
+
+
 def compose_for(kind: str, overrides: list[str]):
     """`preset=tiny rm=<kind>` with the overrides; `rm.*` ones only where the kind's own config has the key."""
-    own = OmegaConf.create({"rm": rm_config(kind)})
-    kept = [o for o in overrides if not o.startswith("rm.") or OmegaConf.select(own, o.split("=", 1)[0]) is not None]
+    kept = [o for o in overrides if not o.startswith("rm.") or has_key(kind, o)]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=["preset=tiny", f"rm={kind}", *kept])
 
@@ -52,13 +59,18 @@ def rb2_overall(scorer, rb2: list[dict], batch_tokens: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", nargs="*", default=sorted(RM_KINDS), help=f"default: all, {sorted(RM_KINDS)}")
+    parser.add_argument("--kinds", nargs="+", default=sorted(RM_KINDS), help=f"default: all, {sorted(RM_KINDS)}")
     parser.add_argument("-o", "--override", nargs="*", default=[], help="Hydra overrides, e.g. rm.beta=0.5 data.size=1000")
     parser.add_argument("--zoo-cache", default=".rmexp_cache", help="where the base model is built or found")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.kinds) - set(RM_KINDS))
     if unknown:
         parser.error(f"unknown RM kind(s) {unknown}; known: {sorted(RM_KINDS)}")
+    if any(o.split("=", 1)[0] == "rm" for o in args.override):
+        parser.error("choose kinds with --kinds, not an rm= override")
+    unmatched = [o for o in args.override if o.startswith("rm.") and not any(has_key(k, o) for k in args.kinds)]
+    if unmatched:
+        parser.error(f"override(s) {unmatched} set a key none of the kinds {args.kinds} has")
     torch.set_num_threads(1)
     world = World(0)
     cfg = compose_for(args.kinds[0], args.override)

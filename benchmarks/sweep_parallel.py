@@ -29,7 +29,22 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEP_START = re.compile(r"^\[sweep \S+\] MLflow experiment .* parent run ")  # printed just before the clock starts
 SWEEP_END = re.compile(r"^\[sweep \S+\] all trials finished \((\d+) cached\) in ")
 TRIAL_LINE = "(trial pid="  # Ray's prefix on a trial actor's lines
-TRIAL_DONE = re.compile(r"done in ([\d.]+) s:")  # each trial's own time, from its closing line
+TABLE_HEADER = re.compile(r"^trial\s.*\sseconds$")  # the driver's summary table: one row per trial, seconds last
+
+
+def trial_seconds(lines: list[str]) -> float:
+    """The sum of the FINISHED trials' own seconds in the driver's summary table (not Ray's forwarded lines,
+    which a busy log monitor can deliver after the driver has finished)."""
+    head = next((i for i, line in enumerate(lines) if TABLE_HEADER.match(line)), None)
+    if head is None:
+        raise ValueError("the sweep's summary table is missing")
+    total = 0.0
+    for line in lines[head + 2:]:  # after the header and its dashes
+        if not line.strip():
+            break
+        if " FINISHED " in f" {line} ":
+            total += float(line.split()[-1])  # a FINISHED trial always has its seconds
+    return total
 
 
 def timeline(stamped: list[tuple[float, str]]) -> dict:
@@ -42,7 +57,7 @@ def timeline(stamped: list[tuple[float, str]]) -> dict:
         raise ValueError(f"{end[1].group(1)} trials were cached: the timed run must train every trial")
     first_trial = next((t for t, line in stamped if t >= start and TRIAL_LINE in line), float("nan"))
     return {"sweep_s": end[0] - start, "first_trial_after_s": first_trial - start,
-            "trial_s": sum(float(m.group(1)) for _, line in stamped if (m := TRIAL_DONE.search(line)))}
+            "trial_s": trial_seconds([line for _, line in stamped])}
 
 
 def run(sweep: str, workdir: Path, cache: Path, max_parallel: int, overrides: list[str]) -> dict:

@@ -689,19 +689,29 @@ def test_math_forms_breakdown_by_hand():
 
 def test_sweep_parallel_timeline_by_hand():
     """benchmarks/sweep_parallel.py reads the sweep's clock from stamped driver lines: from the parent-run line to
-    the "all trials finished" line; the first trial line after the start; the trials' own times summed."""
+    the "all trials finished" line; the first trial line after the start; the FINISHED trials' seconds summed from
+    the driver's summary table (a trial line forwarded by Ray is not counted)."""
     tl = _load("sweep_parallel").timeline
-    stamped = [(1.0, "[sweep smoke] 2 trials"),
+    stamped = [(1.0, "[sweep smoke] 3 trials"),
                (4.25, "[sweep smoke] MLflow experiment 'smoke' (id 1), parent run abc, at sqlite:///x"),
                (6.0, "\x1b[36m(trial pid=7)\x1b[0m [train.epochs=1] reward model (classifier) on 300 pairs"),
                (9.5, "\x1b[36m(trial pid=7)\x1b[0m [train.epochs=1] done in 3.5 s: rm 2.0 s"),
-               (12.0, "\x1b[36m(trial pid=7)\x1b[0m [train.epochs=2] done in 2.25 s: rm 1.0 s"),
+               (12.0, ""),
+               (12.0, "trial           train.epochs  status    rb2/overall  seconds"),
+               (12.0, "--------------  ------------  --------  -----------  -------"),
+               (12.0, "train.epochs=1  1             FINISHED        0.400      3.5"),
+               (12.0, "train.epochs=2  2             FINISHED        0.500     2.25"),
+               (12.0, "train.epochs=3  3             FAILED              -      1.0"),
+               (12.0, "RB2 vs BoN gain: too few trials"),
+               (13.75, ""),
                (13.75, "[sweep smoke] all trials finished (0 cached) in 0:09; parent run abc. Open the MLflow UI with:")]
     assert tl(stamped) == {"sweep_s": 9.5, "first_trial_after_s": 1.75, "trial_s": 5.75}
     with pytest.raises(ValueError, match="start or end line is missing"):
         tl(stamped[:-1])
     with pytest.raises(ValueError, match="1 trials were cached"):
         tl(stamped[:-1] + [(14.0, "[sweep smoke] all trials finished (1 cached) in 0:09; parent run abc.")])
+    with pytest.raises(ValueError, match="summary table is missing"):
+        tl(stamped[:5] + stamped[-1:])
 
 
 def test_sweep_parallel_script_tiny(zoo_cache, tmp_path, capsys):
@@ -725,27 +735,43 @@ def test_rm_kinds_script_tiny_runs_every_registered_kind(zoo_cache, capsys):
     with an rb2/overall in [0, 1]; an `rm.*` override reaches only the kinds that have the key (ensemble's members)."""
     from rmexp.rm import RM_KINDS
 
+    script = _load("rm_kinds_tiny")
     argv = ["--zoo-cache", str(zoo_cache), "-o", "data.size=200", "benchmark.rows_per_subset=2", "train.epochs=1",
-            "rm.members=2"]
-    assert _load("rm_kinds_tiny").main(argv) == 0
+            "rm.epochs=1", "rm.members=2", "rm.n_solutions=100"]
+    assert script.main(argv) == 0
     rows = capsys.readouterr().out.strip().splitlines()[2:]
     assert [r.split()[0] for r in rows] == sorted(RM_KINDS)
     assert all(0.0 <= float(r.split()[3]) <= 1.0 for r in rows)
-    assert _load("rm_kinds_tiny").compose_for("ensemble", ["rm.members=2"]).rm.members == 2
-    with pytest.raises(SystemExit):
-        _load("rm_kinds_tiny").main(["--kinds", "no_such_kind"])
-    assert "unknown RM kind(s) ['no_such_kind']" in capsys.readouterr().err
+    assert script.compose_for("ensemble", ["rm.members=2", "rm.epochs=1"]).rm.members == 2
+    assert script.compose_for("judge", ["rm.model=toy_llama_xs_sft"]).rm.model == "toy_llama_xs_sft"  # null default
+    for bad, why in ((["--kinds", "no_such_kind"], "unknown RM kind(s) ['no_such_kind']"),
+                     (["--kinds", "classifier", "-o", "rm.membrs=2"], "set a key none of the kinds"),
+                     (["-o", "rm=dpo"], "not an rm= override")):
+        with pytest.raises(SystemExit):
+            script.main(bad)
+        assert why in capsys.readouterr().err
 
 
-def test_optimizer_seeds_script_tiny(zoo_cache, tmp_path, capsys):
+def test_optimizer_seeds_script_tiny(zoo_cache, tmp_path, capsys, monkeypatch):
     """benchmarks/optimizer_seeds.py (issue #10's plain vs fused AdamW question) on two seeds of a tiny RM: the
     summary's statistics recomputed from its own runs."""
     import numpy as np
 
+    import torch
+
+    made = []
+    real_adamw = torch.optim.AdamW
+
+    def recording_adamw(params, **kw):
+        made.append(kw["fused"])
+        return real_adamw(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", recording_adamw)
     out = tmp_path / "opt.json"
     argv = ["--seeds", "0", "1", "--cache-dir", str(zoo_cache), "--json", str(out), "preset=tiny", "data.size=200",
             "train.epochs=1"]
     assert _load("optimizer_seeds").main(argv) == 0
+    assert made == [False, True, False, True]  # the switch reaches the optimizer the trainer builds
     rep = json.loads(out.read_text())
     assert [(r["seed"], r["optimizer"]) for r in rep["runs"]] == [(0, "plain"), (0, "fused"), (1, "plain"), (1, "fused")]
     plain = np.array([r["eval/acc"] for r in rep["runs"] if r["optimizer"] == "plain"])
@@ -756,9 +782,10 @@ def test_optimizer_seeds_script_tiny(zoo_cache, tmp_path, capsys):
 
 
 def test_dpo_lr_probe_script_tiny(zoo_cache, tmp_path, capsys):
-    """benchmarks/dpo_lr_probe.py on the tiny preset at two rates: one line per rate, the rate it was asked for."""
+    """benchmarks/dpo_lr_probe.py on the tiny preset at two rates: one line per rate, the rate the config used
+    (an override of the rate itself does not win over the positional rates)."""
     argv = ["1e-5", "1e-4", "--cache-dir", str(zoo_cache), "--out", str(tmp_path / "probe"), "-o", "preset=tiny",
-            "downstream.dpo.max_pairs=32"]
+            "downstream.dpo.max_pairs=32", "downstream.dpo.lr=0.5"]
     assert _load("dpo_lr_probe").main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["lr=1e-05", "lr=0.0001"]
