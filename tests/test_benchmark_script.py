@@ -790,3 +790,47 @@ def test_dpo_lr_probe_script_tiny(zoo_cache, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["lr=1e-05", "lr=0.0001"]
     assert all("gold=" in line and "kl=" in line for line in lines)
+
+
+def test_compare_sweeps_by_hand():
+    """benchmarks/compare_sweeps.py: equal values pass, timings are left out, a differing value, a NaN on one side
+    and a trial or metric only one side has are reported (NaN first, then by size)."""
+    cmp = _load("compare_sweeps").compare
+    old = {"a": {"rb2/overall": 0.5, "time/total_s": 3.0, "train/seconds": 1.0, "bon/gain_16": 0.1, "x": float("nan")},
+           "b": {"rb2/overall": 0.25, "eval/acc": 0.75}}
+    same = {"a": {"rb2/overall": 0.5, "time/total_s": 9.0, "train/seconds": 2.0, "bon/gain_16": 0.1, "x": float("nan")},
+            "b": {"rb2/overall": 0.25, "eval/acc": 0.75}}
+    assert cmp(old, same) == {"compared": 5, "differ": 0, "diffs": [], "lacking": [], "trials": (2, 2)}
+    new = {"a": {"rb2/overall": 0.5, "bon/gain_16": 0.125, "x": 1.0, "y": 2.0},
+           "b": {"rb2/overall": 0.5, "eval/acc": 0.75}, "c": {"rb2/overall": 0.5}}
+    res = cmp(old, new)
+    assert res["compared"] == 5 and res["differ"] == 3
+    assert [(d[1], d[2]) for d in res["diffs"]] == [("a", "x"), ("b", "rb2/overall"), ("a", "bon/gain_16")]
+    assert res["lacking"] == ["a: y only in the new sweep", "trial c only in the new sweep"]
+
+
+def test_compare_sweeps_reads_a_store(tmp_path, capsys):
+    """The script end to end on an MLflow store holding two sweeps of two trials each, one value changed."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("smoke")
+    parents = []
+    for value in (0.5, 0.625):
+        parent = client.create_run(exp, run_name="sweep").info.run_id
+        for name, acc in (("model=a", 0.75), ("model=b", value)):
+            run = client.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent}).info.run_id
+            client.log_metric(run, "eval/acc", acc)
+            client.log_metric(run, "time/total_s", acc * 10)
+            client.set_terminated(run)
+        client.set_terminated(parent)
+        parents.append(parent)
+    script = _load("compare_sweeps")
+    assert script.main(["smoke", parents[0], parents[0], "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == \
+        "smoke: 2 / 2 finished trials, 2 non-timing values compared, 0 differ"
+    assert script.main(["smoke", parents[0], parents[1], "--tracking-uri", uri]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["model=b: eval/acc 0.5 -> 0.625 (|diff| 0.125)",
+                   "smoke: 2 / 2 finished trials, 2 non-timing values compared, 1 differ"]
