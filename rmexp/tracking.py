@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import unquote
 
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -114,9 +115,15 @@ def client_for(uri: str):
     from mlflow import MlflowClient
 
     db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow creates and migrates a new sqlite store on first use; two processes doing that at once (two runs
+    # started together on a fresh store) fail ("No such index: ..."). So the first use happens under a lock.
+    with FileLock(f"{db}.lock"):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    return client
 
 
 # ----------------------------------------------------------------------------------------------------- names

@@ -272,3 +272,38 @@ def test_describe_dataset_digest_follows_content():
     assert (a["schema"], a["profile"], a["source"], a["source_type"]) == (ref.schema, ref.profile, ref.source,
                                                                            ref.source_type)
     assert len(a["digest"]) == len(ref.digest) == 8
+
+
+def test_a_fresh_sqlite_store_is_created_under_a_lock(tmp_path):
+    """client_for creates and migrates a new sqlite store while holding `<db>.lock`: with the lock held elsewhere it
+    waits and creates nothing; once the lock is free it creates the store."""
+    from filelock import FileLock
+
+    db = tmp_path / "sub" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    done = threading.Event()
+    with FileLock(f"{db}.lock"):
+        t = threading.Thread(target=lambda: (T.client_for(uri), done.set()), daemon=True)
+        t.start()
+        assert not done.wait(5.0) and not db.exists()  # unlocked, a store is made in ~1-2 s
+    assert done.wait(60) and db.exists()
+    assert [e.name for e in T.client_for(uri).search_experiments()] == ["Default"]
+
+
+_CREATE_STORE = """
+import sys
+from rmexp import tracking as T
+c = T.client_for(sys.argv[1])
+c.create_experiment(sys.argv[2])
+"""
+
+
+def test_runs_started_together_on_a_fresh_store_all_get_it(tmp_path):
+    """Three processes opening one new sqlite store at the same moment (three runs started together after a fresh
+    clone): each gets the store and records its experiment (without the lock MLflow's migrations can collide)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", _CREATE_STORE, uri, f"exp{i}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(3)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert sorted(e.name for e in MlflowClient(uri).search_experiments()) == ["Default", "exp0", "exp1", "exp2"]
