@@ -15,6 +15,9 @@ import math
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from base_draw_noise import finished_child_runs  # noqa: E402
+
 
 def is_timing(name: str) -> bool:
     return name.startswith("time/") or name.endswith(("seconds", "_s")) or "per_s" in name
@@ -40,9 +43,6 @@ def compare(old: dict[str, dict[str, float]], new: dict[str, dict[str, float]]) 
 
 
 def finished_trials(client, experiment: str, parent_prefix: str) -> dict[str, dict[str, float]]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from base_draw_noise import finished_child_runs
-
     runs = finished_child_runs(client, experiment, parent_prefix)
     out: dict[str, dict[str, float]] = {}
     for r in runs:

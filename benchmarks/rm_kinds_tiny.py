@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"override(s) {unmatched} set a key none of the kinds {args.kinds} has")
     torch.set_num_threads(1)
     world = World(0)
-    cfg = compose_for(args.kinds[0], args.override)
+    cfgs = {kind: compose_for(kind, args.override) for kind in args.kinds}
+    cfg = cfgs[args.kinds[0]]  # the base, the rows and the benchmark do not depend on the kind
     start = time.time()
     base = zoo.model_path(cfg.model, world, args.zoo_cache, progress=False)
     prefs = data_sources.preference_rows(cfg, world)
@@ -82,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
           f"torch threads 1", flush=True)
     print(f"{'kind':<11} {'build s':>8} {'score s':>8} {'rb2/overall':>12} {'eval/acc':>9}  other metrics")
     for kind in args.kinds:
-        kind_cfg = compose_for(kind, args.override)
         with tempfile.TemporaryDirectory() as cache:
-            ctx = RMContext(kind_cfg, world, base, prefs, Path(cache), progress=False)
+            ctx = RMContext(cfgs[kind], world, base, prefs, Path(cache), progress=False)
             t0 = time.time()
             scorer = RM_KINDS[kind].build(ctx)
             t1 = time.time()
