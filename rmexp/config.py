@@ -38,7 +38,7 @@ class ModelConfig:
     name: str = "???"
     source: str = "toy"              # toy: built by the zoo; hf: `path` is a hub id or a local directory
     family: str = "llama"            # llama | gpt2 for the zoo; any label for hf (recorded for lineage)
-    size: str = "s"                  # xs | s | m | l, for reporting
+    size: str = "s"                  # xs | s | m | l | xl, for reporting
     init: str = "pretrained"         # pretrained | random (a control: same shape, no pretraining)
     n_layer: int = 2
     d_model: int = 64
@@ -50,6 +50,8 @@ class ModelConfig:
     corpus_mix: Dict[str, float] = field(default_factory=_even_mix)  # domain weights of the corpus
     sft_steps: int = 0               # > 0 makes an SFT ("instruct") variant
     sft_wrong_rate: float = 0.3      # share of SFT answers that are wrong: headroom for BoN and PPO
+    rm_lr: float = 5e-4              # the RM's rate on this base (train.lr follows it): 1/6 of pretrain_lr keeps what
+    #                                  the base knows (docs/world_calibration.md: 12 bases x 2 seeds); 8 layers need 2e-4
     seed: int = 0                    # pretraining seed (a different seed is a different model)
     path: Optional[str] = None       # hf: hub id or local directory
     trust_remote_code: bool = False  # never on unless a config asks
@@ -102,7 +104,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 2
-    lr: float = 5e-4                 # conf/train/default.yaml says why
+    lr: float = 5e-4                 # ${model.rm_lr} in conf/train/default.yaml: the base's recipe sets it
     schedule: str = "cosine"         # constant | linear | cosine, after warmup
     warmup_ratio: float = 0.05
     batch_size: int = 32             # pairs per step
@@ -285,7 +287,7 @@ CHOICES = {
     "model.attn_implementation": (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"),
 }
 POSITIVE = ("model.n_layer", "model.d_model", "model.n_head", "model.pretrain_batch", "model.block_size",
-            "data.size", "train.epochs", "train.lr", "train.batch_size", "train.max_length",
+            "model.rm_lr", "data.size", "train.epochs", "train.lr", "train.batch_size", "train.max_length",
             "benchmark.rows_per_subset", "benchmark.decontam_ngram", "benchmark.score_batch_tokens",
             "downstream.policy.max_new_tokens", "downstream.policy.temperature",
             "downstream.bon.prompts_per_domain", "downstream.bon.n_samples",

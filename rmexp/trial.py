@@ -60,6 +60,9 @@ def trial_key(cfg: DictConfig) -> str:
     rmexp.config.numerics)."""
     plain = to_plain(cfg)
     identity = {k: v for k, v in plain.items() if k not in NON_IDENTITY_KEYS}
+    # model.rm_lr acts only through train.lr (its default), which the key holds resolved: a trial with the same
+    # train.lr is the same trial whatever rm_lr said (and trials run before the recipe had the field keep their key)
+    identity["model"] = {k: v for k, v in identity["model"].items() if k != "rm_lr"}
     if cfg.train.compile:  # compiled kernels: the compiler decides their last bits too (rm.classifier.train_identity)
         from rmexp.rm.classifier import compiler_identity
 

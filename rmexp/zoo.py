@@ -140,7 +140,7 @@ def zoo_key(cfg: DictConfig, world_seed: int) -> str:
     """Hash of what determines the weights: the same recipe under another name or size label is the same
     model, a random-init model ignores the pretraining recipe, and a base ignores the SFT settings."""
     recipe = OmegaConf.to_container(cfg, resolve=True)
-    for label in ("name", "size", "source", "path", "trust_remote_code"):
+    for label in ("name", "size", "source", "path", "trust_remote_code", "rm_lr"):  # rm_lr: the RM's, not the base's
         recipe.pop(label)
     if recipe["init"] == "random":
         for key in ("pretrain_steps", "pretrain_lr", "pretrain_batch", "block_size", "corpus_mix"):

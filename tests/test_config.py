@@ -27,6 +27,17 @@ def test_every_zoo_model_config_validates(name):
     validate(compose_config([f"model={name}"]))
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "model").glob("random_*.yaml")))
+def test_every_random_init_control_matches_its_pretrained_base_but_for_pretraining(name):
+    """A control differs from toy_<family>_<size> only in init: same shape, mix and RM rate (the study's pairs)."""
+    from rmexp.config import load_model_config
+
+    control, base = load_model_config(name), load_model_config(name.replace("random_", "toy_", 1))
+    assert (control.init, base.init) == ("random", "pretrained")
+    for key in ("family", "size", "n_layer", "d_model", "n_head", "corpus_mix", "rm_lr"):
+        assert control[key] == base[key], key
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["data.size=-5"], "data.size=-5 is not allowed; it must be > 0"),
     (["train.epochs=0"], "train.epochs=0 is not allowed; it must be > 0"),

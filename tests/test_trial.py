@@ -140,6 +140,18 @@ def test_trial_key_ignores_where_it_runs_but_not_the_thread_count():
     assert trial.trial_key(sweep1) == trial.trial_key(compose_config(["+sweep=smoke", "threads=4"]))
 
 
+def test_the_rm_rate_comes_from_the_base_recipe_and_keys_by_the_rate_used():
+    """train.lr defaults to the model's rm_lr (8-layer bases train at 2e-4, the rest at 5e-4); a train.lr override
+    wins; the key holds the rate the RM trains at, so rm_lr alone does not make another trial."""
+    xl, m = compose_config(["model=toy_gpt2_xl"]), compose_config(["model=toy_gpt2_m"])
+    assert (xl.train.lr, m.train.lr, compose_config(["model=random_gpt2_xl"]).train.lr) == (2e-4, 5e-4, 2e-4)
+    forced = compose_config(["model=toy_gpt2_xl", "train.lr=5e-4"])
+    assert forced.train.lr == 5e-4
+    assert trial.trial_key(forced) == trial.trial_key(compose_config(["model=toy_gpt2_xl", "model.rm_lr=5e-4"]))
+    assert trial.trial_key(forced) != trial.trial_key(xl)
+    assert trial.trial_key(compose_config(["model=toy_gpt2_xl", "model.rm_lr=1e-4"])) != trial.trial_key(xl)
+
+
 # The default tiny trial's metrics. The registry refactor (issue 8) was checked to leave them unchanged (same values
 # before and after it, main at 9e169c3 -> the contracts merge); they were re-pinned once after the changes that
 # move them on purpose, all merged together: world v2 (WORLD_VERSION 2), fused AdamW (RM_VERSION 4), the KV-cache

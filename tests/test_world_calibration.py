@@ -152,6 +152,6 @@ def test_family_corpus_mixes_differ_by_design():
     share = lambda mix, d: mix[d] / sum(mix.values())  # noqa: E731
     assert share(llama, "Factuality") >= 2 * share(gpt2, "Factuality")  # knowledge-heavy
     assert share(gpt2, "Math") >= 2 * share(llama, "Math")              # math-heavy
-    for size in ("xs", "s", "m", "l"):  # one mix per family, whatever the size
+    for size in ("xs", "s", "m", "l", "xl"):  # one mix per family, whatever the size
         assert load_model_config(f"toy_llama_{size}").corpus_mix == llama
         assert load_model_config(f"toy_gpt2_{size}").corpus_mix == gpt2

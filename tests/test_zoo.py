@@ -49,7 +49,8 @@ def test_cached_model_is_not_rebuilt(world, zoo_cache, xs_path, monkeypatch):
 
 def test_key_ignores_what_does_not_change_the_weights():
     base = _cfg("toy_llama_s")
-    assert zoo.zoo_key(base, 0) == zoo.zoo_key(_cfg("toy_llama_s", size="small", sft_wrong_rate=0.1), 0)
+    assert zoo.zoo_key(base, 0) == zoo.zoo_key(_cfg("toy_llama_s", size="small", sft_wrong_rate=0.1,
+                                                                   rm_lr=1e-4), 0)  # the RM's rate, not the base's
     random_a = _cfg("random_llama_s")
     assert zoo.zoo_key(random_a, 0) == zoo.zoo_key(_cfg("random_llama_s", pretrain_steps=999), 0)
     assert zoo.zoo_key(base, 0) != zoo.zoo_key(_cfg("toy_llama_s", pretrain_steps=601), 0)
