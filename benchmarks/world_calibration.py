@@ -4,6 +4,7 @@ per-domain RewardBench 2 table (model x domain, overall, best-of-N gain), plus w
     PYTHONPATH=$PWD .venv/bin/python benchmarks/world_calibration.py                      # the base-model sweep
     PYTHONPATH=$PWD .venv/bin/python benchmarks/world_calibration.py --models toy_llama_s random_llama_s \
         --cache-dir /tmp/wcal --no-bon --threads 1 -- data.size=4000
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/world_calibration.py --parent 6e56ca71   # a sweep's seeds, from MLflow
 
 Each model runs `rmexp.trial.run_trial` in this process, one after another, with `--threads` torch threads
 (the sweep gives one thread to a trial); `--cache-dir` defaults to a fresh temp dir, so the times are cold
@@ -113,7 +114,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", action="append", default=None, metavar="PATH",
                         help="one seed's --json files (repeat the flag per seed): per-config means over the seeds and "
                              "the replicate statistics (runs nothing)")
+    parser.add_argument("--parent", default=None, metavar="RUN_ID",
+                        help="the replicate statistics of a sweep's FINISHED trials in MLflow, by `seed` (the parent "
+                             "run id or its first 8 characters; runs nothing)")
+    parser.add_argument("--experiment", default="base_models", help="with --parent: the sweep's MLflow experiment")
+    parser.add_argument("--tracking-uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}", help="with --parent")
     args = parser.parse_args(argv)
+    if args.parent:
+        from mlflow.tracking import MlflowClient
+
+        from base_draw_noise import finished_children
+
+        by_model = finished_children(MlflowClient(args.tracking_uri), args.experiment, args.parent, "seed")
+        print_replicates([{m: runs[k] for m, runs in by_model.items() if k in runs}
+                          for k in sorted({k for runs in by_model.values() for k in runs})])
+        return 0
     if args.seeds:
         print_replicates([{m: r for path in paths for m, r in json.loads(Path(path).read_text()).items()}
                           for paths in args.seeds])

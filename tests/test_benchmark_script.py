@@ -546,6 +546,36 @@ def test_world_calibration_replicate_summary_matches_hand_computed_values():
     assert "rb2_vs_bon" not in rep  # no BoN in these rows, and only 4 configs
 
 
+def test_world_calibration_parent_reads_a_sweeps_seeds_from_mlflow(tmp_path, capsys):
+    """`--parent`: the same two seeds of four configs as the hand-worked test above, logged as a sweep's trials (a
+    failed trial and another parent's trials are not read), give the same statistics."""
+    from mlflow.tracking import MlflowClient
+
+    mod = _load("world_calibration")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("base_models")
+    parent, stale = client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
+    overall = {"toy_llama_s": (0.5, 0.6), "random_llama_s": (0.3, 0.3), "toy_gpt2_s": (0.4, 0.5), "random_gpt2_s": (0.2, 0.3)}
+    fact = {"toy_llama_s": 0.8, "random_llama_s": 0.3, "toy_gpt2_s": 0.5, "random_gpt2_s": 0.3}
+    for model, values in overall.items():
+        for seed, v in enumerate(values):
+            for run_parent, value, status in ((parent, v, "FINISHED"), (stale, 0.9 - v, "FINISHED"), (parent, 9.0, "FAILED")):
+                run = client.create_run(exp, tags={"mlflow.parentRunId": run_parent}).info.run_id
+                client.log_param(run, "model", model)
+                client.log_param(run, "seed", str(seed + (7 if status == "FAILED" else 0)))
+                for c in ("Precise IF", "Math", "Safety", "Focus", "Ties"):
+                    client.log_metric(run, f"rb2/{c}", 0.25)
+                client.log_metric(run, "rb2/Factuality", fact[model])
+                client.log_metric(run, "rb2/overall", value)
+                client.set_terminated(run, status)
+    assert mod.main(["--parent", parent[:8], "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("4 configs x 2 seeds")
+    assert "rb2/overall: seed SD 0.061, between-config SD 0.131, ratio 0.47 [0.11, 12.30]" in out
+    assert "pretrained - random-init, RB2 Factuality: +0.350" in out
+
+
 def test_probe_summarize_means_and_pairs_by_seed():
     """`--summarize`: result lines grouped by model and setting (the seed taken out), mean ± SE over seeds, and the
     pretrained - random-init difference paired by seed. By hand: toy 0.8, 0.6 -> 0.700 ± 0.100; random 0.3, 0.3;
