@@ -145,6 +145,7 @@ def test_the_rm_rate_comes_from_the_base_recipe_and_keys_by_the_rate_used():
     wins; the key holds the rate the RM trains at, so rm_lr alone does not make another trial."""
     xl, m = compose_config(["model=toy_gpt2_xl"]), compose_config(["model=toy_gpt2_m"])
     assert (xl.train.lr, m.train.lr, compose_config(["model=random_gpt2_xl"]).train.lr) == (2e-4, 5e-4, 2e-4)
+    assert [compose_config(["model=toy_gpt2_xl", f"rm={kind}"]).rm.lr for kind in ("orm", "prm")] == [2e-4, 2e-4]
     forced = compose_config(["model=toy_gpt2_xl", "train.lr=5e-4"])
     assert forced.train.lr == 5e-4
     assert trial.trial_key(forced) == trial.trial_key(compose_config(["model=toy_gpt2_xl", "model.rm_lr=5e-4"]))
