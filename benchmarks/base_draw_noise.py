@@ -1,9 +1,10 @@
 """How much a base's own pretraining draw moves an RM, against the trial seed (docs/world_calibration.md).
 
     python benchmarks/base_draw_noise.py --draws-parent 86b23221 --seeds-parent 350979ff
+    python benchmarks/base_draw_noise.py --draws-parent 4d79bd69 --seeds-parent 6e56ca71 --size xl
 
-Reads two sweeps from MLflow: `base_draws` (the m pairs, model.seed 0-3 at trial seed 0) and `base_models` (seeds
-0-3 on the model.seed-0 base). Prints, per model and metric, the SD over base draws next to the SD over trial seeds,
+Reads two sweeps from MLflow: `base_draws` (the m and xl pairs, model.seed 0-3 at trial seed 0) and `base_models`
+(seeds 0-3 on the model.seed-0 base), for the pairs of one size (`--size`, default m). Prints, per model and metric, the SD over base draws next to the SD over trial seeds,
 and pretrained - random-init per family paired by draw (t interval, 95%). Trains nothing.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS = ("toy_llama_m", "random_llama_m", "toy_gpt2_m", "random_gpt2_m")
+FAMILIES = ("llama", "gpt2")
 METRICS = ("rb2/overall", "rb2/Factuality", "rb2/Math", "bon/gain_16", "eval/acc")
 
 
@@ -55,14 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking-uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
     ap.add_argument("--draws-parent", required=True, help="parent run id (or prefix) of the base_draws sweep")
     ap.add_argument("--seeds-parent", required=True, help="parent run id (or prefix) of the base_models sweep")
+    ap.add_argument("--size", default="m", help="the size whose pretrained / random-init pairs to read (m, xl)")
     args = ap.parse_args(argv)
+    models = [f"{init}_{fam}_{args.size}" for fam in FAMILIES for init in ("toy", "random")]
     client = MlflowClient(args.tracking_uri)
     draws = finished_children(client, "base_draws", args.draws_parent, "model.seed")
     seeds = finished_children(client, "base_models", args.seeds_parent, "seed")
     for metric in METRICS:
         print(metric)
         sd = {"draws": [], "seeds": []}
-        for m in MODELS:
+        for m in models:
             d = np.array([draws[m][k][metric] for k in sorted(draws[m])])
             s = np.array([seeds[m][k][metric] for k in sorted(seeds[m])])
             sd["draws"].append(d.std(ddof=1))
@@ -71,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({' '.join(f'{x:.3f}' for x in d)}) | trial seeds n={len(s)} mean {s.mean():.3f} SD {s.std(ddof=1):.3f}")
         rms = {k: float(np.sqrt(np.mean(np.square(v)))) for k, v in sd.items()}
         print(f"  pooled SD (root mean square over the models): draws {rms['draws']:.3f}, trial seeds {rms['seeds']:.3f}")
-        for fam in ("llama", "gpt2"):
-            a, b = draws[f"toy_{fam}_m"], draws[f"random_{fam}_m"]
+        for fam in FAMILIES:
+            a, b = draws[f"toy_{fam}_{args.size}"], draws[f"random_{fam}_{args.size}"]
             ks = sorted(set(a) & set(b))
             mean, lo, hi = t_interval([a[k][metric] - b[k][metric] for k in ks])
             print(f"  {fam} pretrained - random-init over {len(ks)} draws: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}]")

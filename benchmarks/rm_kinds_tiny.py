@@ -34,8 +34,8 @@ from rmexp.world.core import World  # noqa: E402
 def has_key(kind: str, override: str) -> bool:
     """Whether the kind's conf/rm file has the `rm.*` key the override sets (a null default counts)."""
     missing = object()
-    own = OmegaConf.create({"rm": rm_config(kind)})
-    return OmegaConf.select(own, override.split("=", 1)[0], default=missing) is not missing
+    key = override.split("=", 1)[0].removeprefix("rm.")
+    return OmegaConf.select(rm_config(kind), key, default=missing) is not missing
 
 
 def compose_for(kind: str, overrides: list[str]):

@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the replicate statistics of a sweep's FINISHED trials in MLflow, by `seed` (the parent "
                              "run id or its first 8 characters; runs nothing)")
     parser.add_argument("--experiment", default="base_models", help="with --parent: the sweep's MLflow experiment")
+    parser.add_argument("--by", default="seed", help="with --parent: the param that tells replicates apart "
+                                                      "(base_draws: model.seed)")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}", help="with --parent")
     args = parser.parse_args(argv)
     if args.parent:
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from base_draw_noise import finished_children
 
-        by_model = finished_children(MlflowClient(args.tracking_uri), args.experiment, args.parent, "seed")
+        by_model = finished_children(MlflowClient(args.tracking_uri), args.experiment, args.parent, args.by)
         print_replicates([{m: runs[k] for m, runs in by_model.items() if k in runs}
                           for k in sorted({k for runs in by_model.values() for k in runs})])
         return 0

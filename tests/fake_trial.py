@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 CALLS_FILE = "fake_calls.txt"
 FAILING_SEED = 13  # train.seed that makes the fake trial raise
-SIZES = {"xs": 0, "s": 1, "m": 2, "l": 3}
+SIZES = {"xs": 0, "s": 1, "m": 2, "l": 3, "xl": 4}
 
 
 class FakeStageError(RuntimeError):

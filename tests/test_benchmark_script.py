@@ -774,6 +774,9 @@ def test_rm_kinds_script_tiny_runs_every_registered_kind(zoo_cache, capsys):
     assert all(0.0 <= float(r.split()[3]) <= 1.0 for r in rows)
     assert script.compose_for("ensemble", ["rm.members=2", "rm.epochs=1"]).rm.members == 2
     assert script.compose_for("judge", ["rm.model=toy_llama_xs_sft"]).rm.model == "toy_llama_xs_sft"  # null default
+    # orm's rate is an interpolation (${model.rm_lr}): the key is found, the override applied
+    assert script.has_key("orm", "rm.lr=1e-3") and not script.has_key("classifier", "rm.lr=1e-3")
+    assert script.compose_for("orm", ["rm.lr=1e-3"]).rm.lr == 1e-3
     for bad, why in ((["--kinds", "no_such_kind"], "unknown RM kind(s) ['no_such_kind']"),
                      (["--kinds", "classifier", "-o", "rm.membrs=2"], "set a key none of the kinds"),
                      (["-o", "rm=dpo"], "not an rm= override")):

@@ -11,7 +11,7 @@ from typing import TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rmexp.config import CONF_DIR, ConfigError
+from rmexp.config import CONF_DIR, ConfigError, ModelConfig
 
 T = TypeVar("T")
 
@@ -37,12 +37,14 @@ def parse_options(cls: type[T], node: DictConfig, kind: str) -> T:
 
 
 def rm_config(kind: str) -> DictConfig:
-    """conf/rm/<kind>.yaml as a node (what `rm=<kind>` composes into cfg.rm)."""
+    """conf/rm/<kind>.yaml as a node (what `rm=<kind>` composes into cfg.rm). Its `${model.*}` values (a kind's
+    rate is the base's `model.rm_lr`) resolve against the schema's model defaults here, and against the trial's
+    model once merged into a config."""
     path = CONF_DIR / "rm" / f"{kind}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (CONF_DIR / "rm").glob("*.yaml"))
         raise ConfigError(f"config error: unknown rm kind {kind!r}; known kinds: {known}")
-    return OmegaConf.load(path)
+    return OmegaConf.create({"model": OmegaConf.structured(ModelConfig), "rm": OmegaConf.load(path)}).rm
 
 
 def fail(key: str, value, allowed: str) -> None:
