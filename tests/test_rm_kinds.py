@@ -260,7 +260,7 @@ def test_options_refuse_unknown_missing_and_bad_values():
         parse_options(dpo.DPOOptions, missing, "dpo")
     with pytest.raises(ConfigError, match=r"rm\.aggregate='mean' is not allowed"):
         parse_options(process.PRMOptions, OmegaConf.merge(rm_config("prm"), {"aggregate": "mean"}), "prm")
-    with pytest.raises(ConfigError, match="rm=orm"):
+    with pytest.raises(ConfigError, match="rm=orm: Value 'many'"):
         parse_options(process.ORMOptions, OmegaConf.merge(rm_config("orm"), {"epochs": "many"}), "orm")
 
 
