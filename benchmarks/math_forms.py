@@ -97,9 +97,9 @@ def row_bootstrap(bs: list[dict], n_boot: int = 2000, seed: int = 0) -> dict[str
     return out
 
 
-def _trials(tracking_uri: str, experiment: str, parent_prefix: str, runs_dir: Path):
-    """(model, trial config, rb2_scores lines) of every FINISHED trial under the parent run starting with the prefix
-    (base_draw_noise.finished_child_runs), read from the trial's folder under `runs_dir`."""
+def _trials(tracking_uri: str, experiment: str, parent_prefix: str, runs_dir: Path, with_metrics: bool = False):
+    """(model, trial config, rb2_scores lines[, logged metrics]) of every FINISHED trial under the parent run starting
+    with the prefix (base_draw_noise.finished_child_runs), read from the trial's folder under `runs_dir`."""
     import yaml
     from mlflow.tracking import MlflowClient
 
@@ -111,7 +111,7 @@ def _trials(tracking_uri: str, experiment: str, parent_prefix: str, runs_dir: Pa
         if folders and (folders[0] / "rb2_scores.jsonl").exists():
             cfg = yaml.safe_load((folders[0] / "config.yaml").read_text())
             lines = [json.loads(line) for line in (folders[0] / "rb2_scores.jsonl").read_text().splitlines()]
-            yield r.data.params["model"], cfg, lines
+            yield (r.data.params["model"], cfg, lines) + ((r.data.metrics,) if with_metrics else ())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -679,6 +679,54 @@ def test_decode_attention_probe_shared_prefix_equals_per_row_sdpa():
     assert r["max_diff"] < 1e-5 and r["sdpa_ms"] > 0 and r["shared_ms"] > 0
 
 
+def test_ties_parts_by_hand(tmp_path, capsys):
+    """benchmarks/ties_parts.py over two logged trials of one model. By hand, trial A: ref:0 right (2 > 1), ref:1
+    wrong; tied:0 gap 2.5 - 1 = 1.5 over spread 0.5, tied:1 gap -1, spread 2: ref and tied accuracy 0.5, preferred
+    (1.5 > 0.5; -1 > 2 no) and hard (min(1, 1.5) = 1 > 0.5) 0.5, margin (tanh(1) + tanh(-1.5)) / 2 = -0.071777:
+    Ties 0.3 * 0.5 + 0.3 * 0.5 + 0.2 * 0.5 + 0.2 * 0.5 + 0.01 * -0.071777 = 0.499282. Trial B (ref:1 and tied:1
+    right, tied:1 gap 1 over spread 1): accuracies 1, preferred and hard 0.5 (1 > 1 no), margin tanh(1) / 2: Ties
+    0.803808. Means: Ties 0.652, accuracies 0.750, preferred 0.500, median spread (1.25 + 0.75) / 2 = 1.000, median
+    gap (0.25 + 1.25) / 2 = 0.750. A trial whose logged rb2/Ties differs from its rescored rows stops the script."""
+    from mlflow.tracking import MlflowClient
+
+    mod = _load("ties_parts")
+    rows = {"A": [("ref:0", [2.0], [0.0, 1.0]), ("tied:0", [3.0, 2.5], [1.0, 0.5]), ("ref:1", [0.0], [1.0]),
+                  ("tied:1", [2.0, 0.0], [1.0])],
+            "B": [("ref:0", [2.0], [0.0, 1.0]), ("tied:0", [3.0, 2.5], [1.0, 0.5]), ("ref:1", [2.0], [1.0]),
+                  ("tied:1", [3.0, 2.0], [1.0])]}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("base_models")
+    parent = client.create_run(exp).info.run_id
+
+    def trial(key, lines, logged):
+        folder = tmp_path / "runs" / "base_models" / key
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text("{}\n")
+        (folder / "rb2_scores.jsonl").write_text("".join(
+            json.dumps({"id": i, "subset": "Ties", "scores_chosen": c, "scores_rejected": r}) + "\n" for i, c, r in lines))
+        run = client.create_run(exp, tags={"mlflow.parentRunId": parent, "rmexp.trial_key": key}).info.run_id
+        client.log_param(run, "model", "toy_llama_m")
+        client.log_metric(run, "rb2/Ties", logged)
+        client.set_terminated(run, "FINISHED")
+
+    trial("a" * 16, rows["A"], 0.4992822)
+    trial("b" * 16, rows["B"], 0.8038080)
+    argv = ["--parent", parent[:8], "--tracking-uri", uri, "--runs-dir", str(tmp_path / "runs")]
+    with pytest.raises(SystemExit, match="differs from the logged"):  # logged to 7 digits, checked to 1e-9
+        mod.main(argv)
+    assert mod.ties_parts([{"id": i, "subset": "Ties", "scores_chosen": c, "scores_rejected": r}
+                           for i, c, r in rows["A"]])["Ties"] == pytest.approx(0.49928223, abs=1e-8)
+    for run in client.search_runs([exp], "params.model = 'toy_llama_m'"):
+        key = run.data.tags["rmexp.trial_key"]
+        exact = mod.ties_parts([json.loads(x) for x in (tmp_path / "runs" / "base_models" / key / "rb2_scores.jsonl")
+                               .read_text().splitlines()])["Ties"]
+        client.log_metric(run.info.run_id, "rb2/Ties", exact, step=1)
+    assert mod.main(argv) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.split() == ["toy_llama_m", "2", "0.652", "0.750", "0.750", "0.500", "0.500", "1.000", "0.750"]
+
+
 def test_math_forms_breakdown_by_hand():
     """Two Math rows. Row a: one-step question, stated answer "3 plus 4 is 7", rejected 8 (near), 6 (near), 15 (far);
     chosen 0.5 beats 0.4 and 0.1 but not 0.9: result 0 (recomputed from the scores and checked). Row b: two-step question, bare "the answer is 9", rejected
