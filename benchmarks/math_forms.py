@@ -97,8 +97,16 @@ def row_bootstrap(bs: list[dict], n_boot: int = 2000, seed: int = 0) -> dict[str
     return out
 
 
-def _trials(tracking_uri: str, experiment: str, parent_prefix: str, runs_dir: Path, with_metrics: bool = False):
-    """(model, trial config, rb2_scores lines[, logged metrics]) of every FINISHED trial under the parent run starting
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    """The options that name a sweep's logged trials (`sweep_trials`): experiment, parent run, store, runs folder."""
+    p.add_argument("--experiment", default="base_models", help="the sweep's MLflow experiment")
+    p.add_argument("--parent", required=True, help="the sweep's parent run id (its first 8 characters are enough)")
+    p.add_argument("--tracking-uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+
+
+def sweep_trials(a: argparse.Namespace):
+    """(model, trial config, rb2_scores lines, logged metrics) of every FINISHED trial under the parent run starting
     with the prefix (base_draw_noise.finished_child_runs), read from the trial's folder under `runs_dir`."""
     import yaml
     from mlflow.tracking import MlflowClient
@@ -106,27 +114,24 @@ def _trials(tracking_uri: str, experiment: str, parent_prefix: str, runs_dir: Pa
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from base_draw_noise import finished_child_runs
 
-    for r in finished_child_runs(MlflowClient(tracking_uri), experiment, parent_prefix):
-        folders = sorted(runs_dir.glob(f"*/{r.data.tags['rmexp.trial_key']}"))
+    for r in finished_child_runs(MlflowClient(a.tracking_uri), a.experiment, a.parent):
+        folders = sorted(a.runs_dir.glob(f"*/{r.data.tags['rmexp.trial_key']}"))
         if folders and (folders[0] / "rb2_scores.jsonl").exists():
             cfg = yaml.safe_load((folders[0] / "config.yaml").read_text())
             lines = [json.loads(line) for line in (folders[0] / "rb2_scores.jsonl").read_text().splitlines()]
-            yield (r.data.params["model"], cfg, lines) + ((r.data.metrics,) if with_metrics else ())
+            yield r.data.params["model"], cfg, lines, r.data.metrics
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--experiment", default="base_models", help="the sweep's MLflow experiment")
-    p.add_argument("--parent", required=True, help="the sweep's parent run id (its first 8 characters are enough)")
-    p.add_argument("--tracking-uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    add_sweep_args(p)
     a = p.parse_args(argv)
     from rmexp.world.core import World
     from rmexp.world.data import rb2_rows
 
     by_model: dict[str, list[dict]] = defaultdict(list)
     worlds: dict[tuple, dict] = {}
-    for model, cfg, lines in _trials(a.tracking_uri, a.experiment, a.parent, a.runs_dir):
+    for model, cfg, lines, _logged in sweep_trials(a):
         spec = (cfg["world"]["seed"], cfg["benchmark"]["rows_per_subset"], cfg["benchmark"]["seed"])
         if spec not in worlds:
             worlds[spec] = {r["id"]: r for r in rb2_rows(World(spec[0]), spec[1], spec[2]) if r["subset"] == "Math"}

@@ -34,17 +34,14 @@ def ties_parts(lines: list[dict]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--experiment", default="base_models", help="the sweep's MLflow experiment")
-    p.add_argument("--parent", required=True, help="the sweep's parent run id (its first 8 characters are enough)")
-    p.add_argument("--tracking-uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    a = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from math_forms import _trials
+    from math_forms import add_sweep_args, sweep_trials
 
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_sweep_args(p)
+    a = p.parse_args(argv)
     by_model: dict[str, list[dict]] = defaultdict(list)
-    for model, _cfg, lines, logged in _trials(a.tracking_uri, a.experiment, a.parent, a.runs_dir, with_metrics=True):
+    for model, _cfg, lines, logged in sweep_trials(a):
         parts = ties_parts(lines)
         if not math.isclose(parts["Ties"], logged["rb2/Ties"], abs_tol=1e-9):
             raise SystemExit(f"error: {model}: rescored Ties {parts['Ties']:.6f} differs from the logged "
